@@ -1,0 +1,162 @@
+//! Building and running the server: [`App::build`] opens the database, runs
+//! the migrations, loads the keys and binds the listener (port 0 works, for
+//! tests); [`App::run_until`] serves until the shutdown future resolves, then
+//! lets in-flight requests finish.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::http::HeaderValue;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::auth::{load_keys, PasswordHasher, TokenService};
+use crate::config::ServeConfig;
+use crate::domain::SignUpRules;
+use crate::graphql::build_schema;
+use crate::http::{router, AppState, HttpConfig};
+use crate::metrics::Metrics;
+use crate::service::{AccountService, AccountSettings};
+use crate::storage::{self, Store};
+
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    shutdown_timeout: Duration,
+}
+
+impl App {
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let store = open_database(&config.database, !config.no_migrate).await?;
+        let (signing_key, refresh_key) = load_keys(store.as_ref(), &config.tokens).await?;
+        tracing::info!(kid = %signing_key.kid, "access tokens signed with HS256");
+
+        let metrics = Arc::new(Metrics::new());
+        let hasher = PasswordHasher::new(&config.passwords, metrics.clone())?;
+        let tokens = TokenService::new(&config.tokens, signing_key, refresh_key);
+        let accounts = Arc::new(AccountService::new(
+            store.clone(),
+            hasher,
+            tokens,
+            AccountSettings {
+                rules: SignUpRules::new(config.phone_region.as_deref()),
+                refresh_ttl: config.tokens.refresh_ttl,
+                refresh_grace: config.tokens.refresh_grace,
+            },
+            metrics.clone(),
+        ));
+        let schema = build_schema(
+            accounts.clone(),
+            &config.limits,
+            config.introspection,
+            metrics.clone(),
+        );
+        let cors_origins = config
+            .cors_origins
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                HeaderValue::from_str(o.trim_end_matches('/'))
+                    .with_context(|| format!("AUTHQL_CORS_ORIGINS: {o:?} is not a valid origin"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let router = router(
+            AppState {
+                schema,
+                accounts,
+                store,
+                metrics,
+            },
+            &HttpConfig {
+                max_body_bytes: config.limits.max_body_bytes,
+                cors_origins,
+            },
+        );
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        Ok(Self {
+            listener,
+            router,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `shutdown` resolves; in-flight requests then get up to
+    /// the configured shutdown timeout to finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut draining = stop_rx.clone();
+        let signal = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        tracing::info!(addr = %self.local_addr(), "authql listening");
+        let server = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal);
+        let deadline = async move {
+            let _ = draining.wait_for(|stopped| *stopped).await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            tokio::time::sleep(self.shutdown_timeout).await;
+        };
+        tokio::select! {
+            result = server => result.context("server error")?,
+            () = deadline => tracing::warn!("shutdown timeout reached; dropping remaining connections"),
+        }
+        drop(stop_rx);
+        tracing::info!("authql stopped");
+        Ok(())
+    }
+}
+
+/// Connects and, unless disabled, applies pending migrations.
+pub async fn open_database(
+    config: &crate::config::DatabaseConfig,
+    migrate: bool,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let store = storage::connect(config).await?;
+    if migrate {
+        store.migrate().await.context("applying migrations")?;
+    }
+    Ok(store)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,332 @@
+//! All configuration in one place: command-line flags, each backed by an
+//! `AUTHQL_*` (or `DATABASE_URL`) environment variable.
+//!
+//! Secrets never reach a log line: [`Secret`] and the database URL print
+//! redacted in `Debug`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The command line of the `authql` binary.
+#[derive(Debug, Parser)]
+#[command(name = "authql", version, about = "GraphQL user-and-auth server")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// `authql` with no subcommand is `authql serve`.
+    #[command(flatten)]
+    pub serve: ServeConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeConfig),
+    /// Apply database migrations and exit.
+    Migrate(MigrateConfig),
+    /// Print the GraphQL schema (SDL) that `schema.graphql` must equal.
+    PrintSchema,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
+    /// Log filter in tracing's syntax, e.g. `info` or `authql=debug,sqlx=warn`.
+    #[arg(long = "log", env = "AUTHQL_LOG", default_value = "info")]
+    pub filter: String,
+    /// Log line format: `text` or `json`.
+    #[arg(long = "log-format", env = "AUTHQL_LOG_FORMAT", default_value = "text")]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `authql serve` needs.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "AUTHQL_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    #[command(flatten)]
+    pub log: LogConfig,
+
+    #[command(flatten)]
+    pub tokens: TokenConfig,
+
+    #[command(flatten)]
+    pub passwords: PasswordConfig,
+
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+
+    /// Region (ISO 3166 code such as `RU`) for phone numbers written without `+`.
+    /// Without it such numbers are refused.
+    #[arg(long, env = "AUTHQL_PHONE_REGION")]
+    pub phone_region: Option<String>,
+
+    /// Origins allowed to call authql from a browser (comma-separated).
+    /// Empty: no cross-origin access.
+    #[arg(long, env = "AUTHQL_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Serve GraphQL introspection (GraphiQL and code generators need it).
+    #[arg(long, env = "AUTHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub introspection: bool,
+
+    /// Skip applying migrations at start (run `authql migrate` instead).
+    #[arg(long, env = "AUTHQL_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "AUTHQL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Where the data lives and how many connections to keep.
+#[derive(Clone, Args)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (the default is `sqlite://data/authql.db`)
+    /// or `postgres://user:password@host/db`.
+    #[arg(long = "database-url", env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub url: String,
+    /// Most database connections this instance opens.
+    #[arg(
+        long = "db-max-connections",
+        env = "AUTHQL_DB_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
+    pub max_connections: u32,
+    /// How long a request waits for a free database connection before failing.
+    #[arg(long = "db-acquire-timeout", env = "AUTHQL_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub acquire_timeout: Duration,
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/authql.db";
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenConfig {
+    /// HMAC key for access tokens (at least 32 bytes). Without it a random key is
+    /// generated on first start and kept in the database.
+    #[arg(long, env = "AUTHQL_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// Access-token lifetime.
+    #[arg(long, env = "AUTHQL_ACCESS_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_ttl: Duration,
+    /// Refresh-token lifetime (renewed by each rotation).
+    #[arg(long, env = "AUTHQL_REFRESH_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub refresh_ttl: Duration,
+    /// `iss` claim written and required.
+    #[arg(long, env = "AUTHQL_JWT_ISSUER", default_value = "authql")]
+    pub jwt_issuer: String,
+    /// `aud` claim written and required.
+    #[arg(long, env = "AUTHQL_JWT_AUDIENCE", default_value = "authql")]
+    pub jwt_audience: String,
+    /// Clock-skew allowance for `exp`/`nbf` (at most 60s).
+    #[arg(long, env = "AUTHQL_JWT_LEEWAY", default_value = "0s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+    /// Window in which a racing client presenting a just-rotated refresh token
+    /// again gets the same successor instead of tripping reuse detection (at most 5s).
+    #[arg(long, env = "AUTHQL_REFRESH_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub refresh_grace: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PasswordConfig {
+    /// argon2id memory cost in KiB.
+    #[arg(long, env = "AUTHQL_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations.
+    #[arg(long, env = "AUTHQL_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+    /// argon2id lanes.
+    #[arg(long, env = "AUTHQL_ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+    /// Most password hashes computed at once (default: the number of cores).
+    #[arg(long, env = "AUTHQL_HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LimitsConfig {
+    /// Largest accepted request body in bytes (larger: HTTP 413).
+    #[arg(long, env = "AUTHQL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Deepest accepted GraphQL document.
+    #[arg(long, env = "AUTHQL_MAX_DEPTH", default_value_t = 20)]
+    pub max_depth: usize,
+    /// Highest accepted GraphQL complexity (one point per field).
+    #[arg(long, env = "AUTHQL_MAX_COMPLEXITY", default_value_t = 500)]
+    pub max_complexity: usize,
+    /// Most root fields (aliases included) in one operation.
+    #[arg(long, env = "AUTHQL_MAX_ROOT_FIELDS", default_value_t = 20)]
+    pub max_root_fields: usize,
+}
+
+impl ServeConfig {
+    /// Checks the rules clap cannot express; the message is shown at start.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(secret) = &self.tokens.jwt_secret {
+            if secret.expose().len() < 32 {
+                return Err(format!(
+                    "AUTHQL_JWT_SECRET is {} bytes long; it must be at least 32 bytes \
+                     (e.g. `openssl rand -base64 32`), or unset it to let authql generate one",
+                    secret.expose().len()
+                ));
+            }
+        }
+        if self.tokens.jwt_leeway > Duration::from_secs(60) {
+            return Err("AUTHQL_JWT_LEEWAY must be at most 60s".into());
+        }
+        if self.tokens.refresh_grace > Duration::from_secs(5) {
+            return Err("AUTHQL_REFRESH_GRACE must be at most 5s".into());
+        }
+        if self.tokens.access_ttl < Duration::from_secs(1)
+            || self.tokens.refresh_ttl < Duration::from_secs(1)
+        {
+            return Err("AUTHQL_ACCESS_TTL and AUTHQL_REFRESH_TTL must be at least 1s".into());
+        }
+        if let Some(region) = &self.phone_region {
+            if phonenumber::country::Id::from_str(&region.to_ascii_uppercase()).is_err() {
+                return Err(format!(
+                    "AUTHQL_PHONE_REGION={region:?} is not an ISO 3166 region code such as RU"
+                ));
+            }
+        }
+        if self.passwords.hash_concurrency == Some(0) || self.database.max_connections == 0 {
+            return Err(
+                "AUTHQL_HASH_CONCURRENCY and AUTHQL_DB_MAX_CONNECTIONS must be positive".into(),
+            );
+        }
+        argon2::Params::new(
+            self.passwords.argon2_memory_kib,
+            self.passwords.argon2_iterations,
+            self.passwords.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+        Ok(())
+    }
+}
+
+/// A secret string whose `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// `15m`, `30d`, `0s`, `500ms`: humantime's syntax.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (use e.g. 15m, 30d, 0s)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let cli = Cli::try_parse_from(["authql"]).expect("parses");
+        let c = cli.serve;
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.tokens.access_ttl, Duration::from_secs(15 * 60));
+        assert_eq!(c.tokens.refresh_ttl, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(c.tokens.jwt_leeway, Duration::ZERO);
+        assert_eq!(c.tokens.jwt_issuer, "authql");
+        assert_eq!(c.limits.max_body_bytes, 1 << 20);
+        assert!(c.cors_origins.is_empty());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn short_secret_is_refused_with_a_clear_message() {
+        let cli =
+            Cli::try_parse_from(["authql", "serve", "--jwt-secret", "short"]).expect("parses");
+        let Some(Command::Serve(c)) = cli.command else {
+            panic!("serve subcommand expected")
+        };
+        let err = c.validate().expect_err("refused");
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        assert!(
+            !format!("{c:?}").contains("short"),
+            "secret leaked into Debug"
+        );
+    }
+
+    #[test]
+    fn database_password_is_redacted() {
+        assert_eq!(
+            redact_url_password("postgres://app:hunter2@db:5432/authql"),
+            "postgres://app:***@db:5432/authql"
+        );
+        assert_eq!(
+            redact_url_password("sqlite://data/a.db"),
+            "sqlite://data/a.db"
+        );
+    }
+}

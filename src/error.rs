@@ -1,0 +1,112 @@
+//! The one public error type and the one table of `extensions.code`.
+//!
+//! Services return [`AuthError`]; resolvers turn it into a GraphQL error with
+//! [`async_graphql::ErrorExtensions::extend`]. Nothing else reaches clients:
+//! an [`AuthError::Internal`] is logged in full here and shown as
+//! "internal error" only.
+
+use async_graphql::ErrorExtensions;
+use serde::Serialize;
+
+/// `extensions.code` of errors raised by the GraphQL engine itself.
+pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+/// An HTTP request that is not a GraphQL request at all (HTTP 400/405/413).
+pub const BAD_REQUEST: &str = "BAD_REQUEST";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Input breaks one or more rules; every broken rule is listed.
+    #[error("invalid input")]
+    Validation(Vec<FieldError>),
+    #[error("not signed in: a valid access token is required")]
+    Unauthenticated,
+    /// Unknown login and wrong password alike: the detail stays in the log.
+    #[error("invalid login or password")]
+    InvalidCredentials,
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    #[error("too many attempts; retry after {retry_after_secs} seconds")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Validation(_) => "VALIDATION",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::InvalidRefreshToken => "INVALID_REFRESH_TOKEN",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+impl ErrorExtensions for AuthError {
+    fn extend(&self) -> async_graphql::Error {
+        if let Self::Internal(err) = self {
+            tracing::error!(error = ?err, "internal error");
+        }
+        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
+            ext.set("code", self.code());
+            match self {
+                Self::Validation(fields) => {
+                    let fields = async_graphql::Value::from_json(
+                        serde_json::to_value(fields).unwrap_or_default(),
+                    )
+                    .unwrap_or_default();
+                    ext.set("fields", fields);
+                }
+                Self::RateLimited { retry_after_secs } => ext.set("retryAfter", *retry_after_secs),
+                _ => {}
+            }
+        })
+    }
+}
+
+/// Sets `extensions.code` on an error the engine raised.
+pub fn with_code(mut err: async_graphql::ServerError, code: &str) -> async_graphql::ServerError {
+    let mut ext = err.extensions.take().unwrap_or_default();
+    ext.set("code", code);
+    err.extensions = Some(ext);
+    err
+}
+
+/// One broken rule of one input field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// The input field's GraphQL name, e.g. `email` or `cars[2].vin`.
+    pub field: String,
+    pub code: FieldCode,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, code: FieldCode, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FieldCode {
+    FieldMissing,
+    Invalid,
+    TooShort,
+    TooLong,
+    OutOfRange,
+    Taken,
+    TooCommon,
+    TooSimilar,
+}

@@ -1,0 +1,39 @@
+//! DataLoaders, built once per HTTP request: every `User.cars` of one
+//! response is fetched by one query.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::Loader;
+use async_graphql::ErrorExtensions as _;
+
+use super::types::Car;
+use crate::service::AccountService;
+
+pub struct CarLoader {
+    accounts: Arc<AccountService>,
+}
+
+impl CarLoader {
+    pub fn new(accounts: Arc<AccountService>) -> Self {
+        Self { accounts }
+    }
+}
+
+impl Loader<i64> for CarLoader {
+    type Value = Vec<Car>;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, user_ids: &[i64]) -> Result<HashMap<i64, Vec<Car>>, Self::Error> {
+        let cars = self
+            .accounts
+            .cars_of_users(user_ids)
+            .await
+            .map_err(|e| e.extend())?;
+        let mut by_user: HashMap<i64, Vec<Car>> = HashMap::new();
+        for car in cars {
+            by_user.entry(car.user_id).or_default().push(car.into());
+        }
+        Ok(by_user)
+    }
+}

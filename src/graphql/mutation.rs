@@ -1,0 +1,61 @@
+use std::sync::Arc;
+
+use async_graphql::{Context, ErrorExtensions as _, Object, Result};
+
+use super::types::{AuthPayload, CreateTokenInput, SignUpInput};
+use crate::domain::Password;
+use crate::service::AccountService;
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Register a new user (with optional cars) and sign them in.
+    /// Broken rules: VALIDATION with every problem in `extensions.fields`.
+    async fn sign_up(&self, ctx: &Context<'_>, input: SignUpInput) -> Result<AuthPayload> {
+        let accounts = ctx.data::<Arc<AccountService>>()?;
+        accounts
+            .sign_up(input.into())
+            .await
+            .map(Into::into)
+            .map_err(|e| e.extend())
+    }
+
+    /// Sign in with username or e-mail and password.
+    /// Unknown login or wrong password: INVALID_CREDENTIALS.
+    async fn create_token(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateTokenInput,
+    ) -> Result<AuthPayload> {
+        let accounts = ctx.data::<Arc<AccountService>>()?;
+        accounts
+            .sign_in(&input.login, Password::new(input.password))
+            .await
+            .map(Into::into)
+            .map_err(|e| e.extend())
+    }
+
+    /// Exchange a refresh token for a new pair. The old refresh token is
+    /// consumed (rotation); presenting a consumed one again revokes the whole
+    /// session family (reuse detection). Failure: INVALID_REFRESH_TOKEN.
+    async fn refresh_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<AuthPayload> {
+        let accounts = ctx.data::<Arc<AccountService>>()?;
+        accounts
+            .refresh(&refresh_token)
+            .await
+            .map(Into::into)
+            .map_err(|e| e.extend())
+    }
+
+    /// Sign out: revoke the session that this refresh token belongs to.
+    /// Returns true also when it was already revoked (idempotent).
+    async fn revoke_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool> {
+        let accounts = ctx.data::<Arc<AccountService>>()?;
+        accounts
+            .revoke(&refresh_token)
+            .await
+            .map(|()| true)
+            .map_err(|e| e.extend())
+    }
+}

@@ -1,0 +1,23 @@
+use std::sync::Arc;
+
+use async_graphql::{Context, ErrorExtensions as _, Object, Result};
+
+use super::types::User;
+use crate::service::{AccountService, Viewer};
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The signed-in user. Needs `Authorization: Bearer <accessToken>`;
+    /// without a valid access token: error code UNAUTHENTICATED.
+    async fn me(&self, ctx: &Context<'_>) -> Result<User> {
+        let accounts = ctx.data::<Arc<AccountService>>()?;
+        let viewer = ctx.data_opt::<Viewer>().unwrap_or(&Viewer::Anonymous);
+        accounts
+            .me(viewer)
+            .await
+            .map(User::from)
+            .map_err(|e| e.extend())
+    }
+}

@@ -1,0 +1,198 @@
+//! `POST /graphql` and `GET /graphql`.
+//!
+//! The body is parsed here rather than by async-graphql-axum's extractor so
+//! that every malformed request gets a JSON error (HTTP 400/405/413) instead
+//! of a plain-text rejection. The caller's bearer token is decoded once into a
+//! [`Viewer`] and a DataLoader is built per request.
+
+use std::net::SocketAddr;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::{graphiql, AppState, ClientAddr};
+use crate::error::{with_code, BAD_REQUEST, GRAPHQL_VALIDATION_FAILED};
+use crate::graphql::CarLoader;
+use crate::service::Viewer;
+
+pub async fn post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return http_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        }
+        Err(_) => return http_error(StatusCode::BAD_REQUEST, "could not read the request body"),
+    };
+    if !is_json(&headers) {
+        // Also what keeps cross-site form posts (text/plain) out.
+        return http_error(
+            StatusCode::BAD_REQUEST,
+            "Content-Type must be application/json",
+        );
+    }
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            return http_error(StatusCode::BAD_REQUEST, "request body is not valid JSON")
+        }
+        Err(_) => {
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                "request body is not a GraphQL request: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}",
+            )
+        }
+    };
+    execute(&state, peer, &headers, request).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetParams {
+    query: Option<String>,
+    variables: Option<String>,
+    operation_name: Option<String>,
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let params: GetParams = match serde_urlencoded::from_str(raw.as_deref().unwrap_or("")) {
+        Ok(params) => params,
+        Err(_) => return http_error(StatusCode::BAD_REQUEST, "malformed query string"),
+    };
+    let Some(query) = params.query else {
+        if wants_html(&headers) {
+            return graphiql::page().into_response();
+        }
+        return http_error(StatusCode::BAD_REQUEST, "missing `query` parameter");
+    };
+    if is_mutation(&query, params.operation_name.as_deref()) {
+        let mut response = http_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "mutations are only accepted over POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return response;
+    }
+    let mut request = async_graphql::Request::new(query);
+    if let Some(name) = params.operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = params.variables.filter(|v| !v.trim().is_empty()) {
+        match serde_json::from_str::<serde_json::Value>(&variables) {
+            Ok(json @ serde_json::Value::Object(_)) => {
+                request = request.variables(async_graphql::Variables::from_json(json));
+            }
+            _ => return http_error(StatusCode::BAD_REQUEST, "`variables` must be a JSON object"),
+        }
+    }
+    execute(&state, peer, &headers, request).await
+}
+
+async fn execute(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+) -> Response {
+    let viewer: Viewer = state.accounts.authenticate(bearer_token(headers));
+    let request = request
+        .data(viewer)
+        .data(ClientAddr(peer.ip()))
+        .data(DataLoader::new(
+            CarLoader::new(state.accounts.clone()),
+            tokio::spawn,
+        ));
+    let mut response = state.schema.execute(request).await;
+    // Errors the engine raised without a code: before execution they are
+    // document problems, during it they are ours to hide.
+    let executed = !matches!(response.data, async_graphql::Value::Null);
+    for error in &mut response.errors {
+        let has_code = error
+            .extensions
+            .as_ref()
+            .is_some_and(|ext| ext.get("code").is_some());
+        if has_code {
+            continue;
+        }
+        if executed {
+            tracing::error!(message = %error.message, "uncoded error during execution");
+            error.message = "internal error".to_owned();
+            *error = with_code(error.clone(), "INTERNAL");
+        } else {
+            *error = with_code(error.clone(), GRAPHQL_VALIDATION_FAILED);
+        }
+    }
+    Json(response).into_response()
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|m| {
+            m.type_() == mime::APPLICATION
+                && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
+        })
+}
+
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+/// Whether the operation a GET would run is a mutation. Unparsable documents
+/// are left to the engine, which answers GRAPHQL_PARSE_FAILED.
+fn is_mutation(query: &str, operation_name: Option<&str>) -> bool {
+    let Ok(doc) = async_graphql::parser::parse_query(query) else {
+        return false;
+    };
+    match &doc.operations {
+        DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
+        DocumentOperations::Multiple(ops) => match operation_name {
+            Some(name) => ops
+                .get(name)
+                .is_some_and(|op| op.node.ty == OperationType::Mutation),
+            None => ops.values().any(|op| op.node.ty == OperationType::Mutation),
+        },
+    }
+}
+
+/// A JSON error for requests that never reach the GraphQL engine.
+pub fn http_error(status: StatusCode, message: &str) -> Response {
+    let code = if status == StatusCode::NOT_FOUND {
+        "NOT_FOUND"
+    } else {
+        BAD_REQUEST
+    };
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,30 @@
+//! authql: a GraphQL user-and-auth server.
+//!
+//! Data flows one way: HTTP -> GraphQL resolver -> service -> storage ->
+//! database. A resolver never touches SQL or argon2; storage never knows
+//! GraphQL. The modules, in that order of reading:
+
+/// `App::build` (bind, migrate, keys) and `App::run_until` (graceful shutdown).
+pub mod app;
+/// Passwords (argon2id off the executor) and tokens (JWT access, rotating refresh).
+pub mod auth;
+/// One `Config` from flags and `AUTHQL_*` variables; secrets redacted in `Debug`.
+pub mod config;
+/// Validated input newtypes and the sign-up rules.
+pub mod domain;
+/// The one public error type and its `extensions.code` table.
+pub mod error;
+/// The GraphQL schema: thin resolvers, DataLoader, request policy.
+pub mod graphql;
+/// Router, GraphiQL assets, health, metrics, limits, CORS.
+pub mod http;
+/// Prometheus metrics owned by the app.
+pub mod metrics;
+/// The account rules: sign up, sign in, refresh, revoke, me.
+pub mod service;
+/// The only SQL: the `Store` trait and its SQLite implementation.
+pub mod storage;
+/// Log setup.
+pub mod telemetry;
+
+pub use app::App;

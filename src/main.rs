@@ -1,0 +1,40 @@
+//! The `authql` binary: parse the command line, set up logging, run the
+//! subcommand (`serve` by default, `migrate`, `print-schema`).
+
+use std::process::ExitCode;
+
+use authql::config::{Cli, Command};
+use authql::{app, graphql, telemetry, App};
+use clap::Parser as _;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(config) => {
+            telemetry::init(&config.log);
+            match App::build(config).await {
+                Ok(app) => app.run_until(app::shutdown_signal()).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Migrate(config) => {
+            telemetry::init(&config.log);
+            app::open_database(&config.database, true)
+                .await
+                .map(|_| tracing::info!("migrations applied"))
+        }
+        Command::PrintSchema => {
+            print!("{}", graphql::sdl());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("authql: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

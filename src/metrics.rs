@@ -1,0 +1,118 @@
+//! Prometheus metrics, held by the app (no process-global registry, so tests
+//! can run many apps in one process).
+//!
+//! Label values are bounded: the operation label is built from the schema's
+//! own root field names, never from client-chosen operation names.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+    /// `ok` or `error` (any entry in `errors[]`).
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationOnly {
+    operation: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<OperationLabels, Counter>,
+    latency: HistogramFamily<OperationOnly>,
+    sign_ins: Family<ResultLabels, Counter>,
+    hash_wait: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("authql");
+        let requests = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "graphql_requests",
+            "GraphQL requests by root operation and outcome",
+            requests.clone(),
+        );
+        let latency: HistogramFamily<OperationOnly> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
+        registry.register(
+            "graphql_request_duration_seconds",
+            "GraphQL request latency by root operation",
+            latency.clone(),
+        );
+        let sign_ins = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "sign_ins",
+            "createToken attempts by result (success or failure)",
+            sign_ins.clone(),
+        );
+        let hash_wait = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "password_hash_queue_wait_seconds",
+            "Time an argon2 hash or verify waited for a free hashing slot",
+            hash_wait.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            sign_ins,
+            hash_wait,
+        }
+    }
+
+    pub fn observe_request(&self, operation: &str, ok: bool, elapsed: Duration) {
+        self.requests
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+                outcome: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&OperationOnly {
+                operation: operation.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn sign_in(&self, success: bool) {
+        self.sign_ins
+            .get_or_create(&ResultLabels {
+                result: if success { "success" } else { "failure" }.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn observe_hash_wait(&self, waited: Duration) {
+        self.hash_wait.observe(waited.as_secs_f64());
+    }
+
+    /// The OpenMetrics text exposition (Prometheus scrapes it natively).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,188 @@
+//! The only SQL in the crate. One [`Store`] trait, one implementation per
+//! backend, chosen from the `DATABASE_URL` scheme in [`connect`].
+//!
+//! Queries are runtime-checked (`sqlx::query_as`): compile-time checking
+//! covers one database at a time, so the integration suite, run against every
+//! backend, is what checks the SQL. Every multi-row write is one transaction
+//! inside one method here.
+
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::DatabaseConfig;
+use crate::domain::NewUser;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique index refused the write (username or e-mail already taken).
+    #[error("unique constraint violated")]
+    Conflict,
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error(transparent)]
+    Database(sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(err)
+            }
+            _ => Self::Database(err),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: i64,
+    pub username: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub name: Option<String>,
+    pub surname: Option<String>,
+    pub second_name: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarRecord {
+    pub id: i64,
+    pub user_id: i64,
+    pub brand: String,
+    pub model: String,
+    pub year: Option<i32>,
+    pub color: Option<String>,
+    pub license_plate: Option<String>,
+    pub vin: Option<String>,
+}
+
+/// A user with the stored PHC string, for sign-in only.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: UserRecord,
+    pub password_hash: String,
+}
+
+/// Which unique keys already belong to someone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Taken {
+    pub username: bool,
+    pub email: bool,
+}
+
+/// A new session (refresh-token family) with its first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub user_id: i64,
+    /// SHA-256 of the refresh token; the token itself is never stored.
+    pub token_hash: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One use of a refresh token.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub presented_hash: Vec<u8>,
+    /// Hash of the successor token; the successor is derived from the
+    /// presented token, so a replay inside the grace window maps to it again.
+    pub successor_hash: Vec<u8>,
+    pub now: DateTime<Utc>,
+    pub successor_expires_at: DateTime<Utc>,
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationOutcome {
+    /// The presented token was current: it is consumed, the successor stored.
+    Rotated { user_id: i64, session_id: String },
+    /// The presented token was consumed moments ago (inside the grace window)
+    /// and its successor is still unused: answer with that same successor.
+    Replayed { user_id: i64, session_id: String },
+    /// A consumed token came back: the whole family is now revoked.
+    ReuseDetected { user_id: i64, session_id: String },
+    /// Unknown, expired, or of a revoked family.
+    Invalid,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Returns the stored value for `key`, storing `value` first if there is
+    /// none. Race-safe: concurrent callers all get the one value that won.
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError>;
+
+    async fn taken(&self, username_key: &str, email_key: Option<&str>)
+        -> Result<Taken, StoreError>;
+    /// Inserts the user and their cars in one transaction.
+    /// [`StoreError::Conflict`] when the username or e-mail is taken.
+    async fn insert_user(
+        &self,
+        user: &NewUser,
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<UserRecord, StoreError>;
+    /// The user whose username or e-mail has this match key; a username match
+    /// wins over an e-mail match (a username may look like an address).
+    async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError>;
+    async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> Result<(), StoreError>;
+    /// The user, if the session is theirs and not revoked.
+    async fn session_user(
+        &self,
+        user_id: i64,
+        session_id: &str,
+    ) -> Result<Option<UserRecord>, StoreError>;
+    /// Cars of these users, in each user's original order.
+    async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<CarRecord>, StoreError>;
+
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
+    /// Consumes a refresh token and stores its successor, atomically.
+    async fn rotate_refresh_token(
+        &self,
+        rotation: &Rotation,
+    ) -> Result<RotationOutcome, StoreError>;
+    /// Revokes the family the token belongs to (current or consumed).
+    /// `None` when no family has such a token.
+    async fn revoke_family(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError>;
+}
+
+/// Opens the database named by the URL: `sqlite:` (the embedded default) or
+/// `postgres:`/`postgresql:`.
+pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let url = config.url.trim();
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(config).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        anyhow::bail!(
+            "PostgreSQL support is not built yet (DATABASE_URL={})",
+            crate::config::redact_url_password(url)
+        )
+    } else {
+        anyhow::bail!(
+            "DATABASE_URL must start with sqlite: or postgres: (got {})",
+            crate::config::redact_url_password(url)
+        )
+    }
+}

@@ -1,0 +1,407 @@
+//! SQLite, the embedded default: one file, WAL journal, foreign keys on.
+//!
+//! Writers are serialised by SQLite itself. Transactions that read before
+//! they write start with `BEGIN IMMEDIATE`, so they take the write lock up
+//! front (SQLite's equivalent of locking the session row) and wait on
+//! `busy_timeout` instead of failing with SQLITE_BUSY on upgrade.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, QueryBuilder, Sqlite};
+
+use super::{
+    CarRecord, Credentials, NewSession, Rotation, RotationOutcome, Store, StoreError, Taken,
+    UserRecord,
+};
+use crate::config::DatabaseConfig;
+use crate::domain::NewUser;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(config.url.trim())?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let file = options.get_filename().to_path_buf();
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    anyhow::anyhow!("cannot create database folder {}: {e}", dir.display())
+                })?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open SQLite database {}: {e}", display(&file)))?;
+        Ok(Self { pool })
+    }
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("bad timestamp {ms}")))
+}
+
+const USER_COLUMNS: &str =
+    "u.id, u.username, u.email, u.phone, u.name, u.surname, u.second_name, u.created_at";
+
+#[derive(FromRow)]
+struct UserRow {
+    id: i64,
+    username: String,
+    email: Option<String>,
+    phone: Option<String>,
+    name: Option<String>,
+    surname: Option<String>,
+    second_name: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<UserRow> for UserRecord {
+    type Error = StoreError;
+    fn try_from(r: UserRow) -> Result<Self, StoreError> {
+        Ok(UserRecord {
+            id: r.id,
+            username: r.username,
+            email: r.email,
+            phone: r.phone,
+            name: r.name,
+            surname: r.surname,
+            second_name: r.second_name,
+            created_at: from_millis(r.created_at)?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct CredentialsRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    password_hash: String,
+}
+
+#[derive(FromRow)]
+struct CarRow {
+    id: i64,
+    user_id: i64,
+    brand: String,
+    model: String,
+    year: Option<i32>,
+    color: Option<String>,
+    license_plate: Option<String>,
+    vin: Option<String>,
+}
+
+impl From<CarRow> for CarRecord {
+    fn from(r: CarRow) -> Self {
+        CarRecord {
+            id: r.id,
+            user_id: r.user_id,
+            brand: r.brand,
+            model: r.model,
+            year: r.year,
+            color: r.color,
+            license_plate: r.license_plate,
+            vin: r.vin,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct TokenStateRow {
+    session_id: String,
+    user_id: i64,
+    consumed_at: Option<i64>,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        let (stored,): (String,) = sqlx::query_as("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(stored)
+    }
+
+    async fn taken(
+        &self,
+        username_key: &str,
+        email_key: Option<&str>,
+    ) -> Result<Taken, StoreError> {
+        let (username, email): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE username_key = ?1),
+                    EXISTS (SELECT 1 FROM users WHERE email_key = ?2)",
+        )
+        .bind(username_key)
+        .bind(email_key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Taken { username, email })
+    }
+
+    async fn insert_user(
+        &self,
+        user: &NewUser,
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<UserRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO users (username, username_key, email, email_key, phone, name, surname,
+                                second_name, password_hash, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&user.username)
+        .bind(&user.username_key)
+        .bind(&user.email)
+        .bind(&user.email_key)
+        .bind(&user.phone)
+        .bind(&user.name)
+        .bind(&user.surname)
+        .bind(&user.second_name)
+        .bind(password_hash)
+        .bind(millis(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        if !user.cars.is_empty() {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO cars (user_id, position, brand, model, year, color, license_plate, vin) ",
+            );
+            insert.push_values(user.cars.iter().enumerate(), |mut row, (position, car)| {
+                row.push_bind(id)
+                    .push_bind(position as i64)
+                    .push_bind(&car.brand)
+                    .push_bind(&car.model)
+                    .push_bind(car.year)
+                    .push_bind(&car.color)
+                    .push_bind(&car.license_plate)
+                    .push_bind(&car.vin);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        // Millisecond precision, as stored, so this equals what a read returns.
+        let created_at = from_millis(millis(now))?;
+        Ok(UserRecord {
+            id,
+            username: user.username.clone(),
+            email: user.email.clone(),
+            phone: user.phone.clone(),
+            name: user.name.clone(),
+            surname: user.surname.clone(),
+            second_name: user.second_name.clone(),
+            created_at,
+        })
+    }
+
+    async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError> {
+        let row: Option<CredentialsRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS}, u.password_hash FROM users u
+             WHERE u.username_key = ?1 OR u.email_key = ?1
+             ORDER BY u.username_key = ?1 DESC LIMIT 1"
+        ))
+        .bind(login_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Credentials {
+                user: r.user.try_into()?,
+                password_hash: r.password_hash,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn session_user(
+        &self,
+        user_id: i64,
+        session_id: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let row: Option<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users u JOIN sessions s ON s.user_id = u.id
+             WHERE u.id = ? AND s.id = ? AND s.revoked_at IS NULL"
+        ))
+        .bind(user_id)
+        .bind(session_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<CarRecord>, StoreError> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT id, user_id, brand, model, year, color, license_plate, vin FROM cars WHERE user_id IN (",
+        );
+        let mut ids = query.separated(", ");
+        for id in user_ids {
+            ids.push_bind(*id);
+        }
+        query.push(") ORDER BY user_id, position");
+        let rows: Vec<CarRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO sessions (id, user_id, created_at) VALUES (?, ?, ?)")
+            .bind(&session.id)
+            .bind(session.user_id)
+            .bind(millis(session.created_at))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(&session.token_hash)
+        .bind(&session.id)
+        .bind(millis(session.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(&self, r: &Rotation) -> Result<RotationOutcome, StoreError> {
+        let now = millis(r.now);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let state: Option<TokenStateRow> = sqlx::query_as(
+            "SELECT t.session_id, s.user_id, t.consumed_at, t.expires_at, s.revoked_at
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+             WHERE t.token_hash = ?",
+        )
+        .bind(&r.presented_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(state) = state else {
+            return Ok(RotationOutcome::Invalid);
+        };
+        let (user_id, session_id) = (state.user_id, state.session_id);
+        if state.revoked_at.is_some() {
+            return Ok(RotationOutcome::Invalid);
+        }
+        let outcome = match state.consumed_at {
+            None if state.expires_at <= now => RotationOutcome::Invalid,
+            None => {
+                sqlx::query("UPDATE refresh_tokens SET consumed_at = ? WHERE token_hash = ?")
+                    .bind(now)
+                    .bind(&r.presented_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
+                )
+                .bind(&r.successor_hash)
+                .bind(&session_id)
+                .bind(millis(r.successor_expires_at))
+                .execute(&mut *tx)
+                .await?;
+                RotationOutcome::Rotated {
+                    user_id,
+                    session_id,
+                }
+            }
+            Some(consumed_at) => {
+                let grace_ms = i64::try_from(r.grace.as_millis()).unwrap_or(i64::MAX);
+                let successor_unused: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM refresh_tokens
+                     WHERE token_hash = ? AND session_id = ? AND consumed_at IS NULL)",
+                )
+                .bind(&r.successor_hash)
+                .bind(&session_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if now - consumed_at <= grace_ms && successor_unused {
+                    RotationOutcome::Replayed {
+                        user_id,
+                        session_id,
+                    }
+                } else {
+                    sqlx::query("UPDATE sessions SET revoked_at = ? WHERE id = ?")
+                        .bind(now)
+                        .bind(&session_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    RotationOutcome::ReuseDetected {
+                        user_id,
+                        session_id,
+                    }
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn revoke_family(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let user: Option<(i64,)> = sqlx::query_as(
+            "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?)
+             WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?)
+             RETURNING user_id",
+        )
+        .bind(millis(now))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(user.map(|(id,)| id))
+    }
+}
