@@ -10,10 +10,10 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+    let result = match cli.command.unwrap_or(Command::Serve(Box::new(cli.serve))) {
         Command::Serve(config) => {
             telemetry::init(&config.log);
-            match App::build(config).await {
+            match App::build(*config).await {
                 Ok(app) => app.run_until(app::shutdown_signal()).await,
                 Err(e) => Err(e),
             }

@@ -42,17 +42,20 @@ pub async fn post(
             "Content-Type must be application/json",
         );
     }
-    let request: async_graphql::Request = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(e) if e.is_syntax() || e.is_eof() => {
-            return http_error(StatusCode::BAD_REQUEST, "request body is not valid JSON")
-        }
-        Err(_) => {
-            return http_error(
-                StatusCode::BAD_REQUEST,
-                "request body is not a GraphQL request: expected {\"query\": ..., \"variables\": ..., \"operationName\": ...}",
-            )
-        }
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return http_error(StatusCode::BAD_REQUEST, "request body is not valid JSON");
+    };
+    // A GraphQL request is an object with a string `query`; async-graphql
+    // would default a missing query to "" and answer 200.
+    let request = match json.get("query") {
+        Some(serde_json::Value::String(_)) => serde_json::from_value(json).ok(),
+        _ => None,
+    };
+    let Some(request) = request else {
+        return http_error(
+            StatusCode::BAD_REQUEST,
+            "request body is not a GraphQL request: expected {\"query\": \"...\", \"variables\": {...}, \"operationName\": \"...\"}",
+        );
     };
     execute(&state, peer, &headers, request).await
 }

@@ -150,7 +150,12 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
+        // sqlx takes no lock on SQLite: two processes starting at once on a
+        // new file can both try the first migration, and the loser fails on
+        // "table already exists". Its retry then finds it applied.
+        if MIGRATOR.run(&self.pool).await.is_err() {
+            MIGRATOR.run(&self.pool).await?;
+        }
         Ok(())
     }
 
@@ -366,7 +371,7 @@ impl Store for SqliteStore {
                 .bind(&session_id)
                 .fetch_one(&mut *tx)
                 .await?;
-                if now - consumed_at <= grace_ms && successor_unused {
+                if now - consumed_at < grace_ms && successor_unused {
                     RotationOutcome::Replayed {
                         user_id,
                         session_id,

@@ -1,0 +1,238 @@
+//! `spawn_app()`: the real server on 127.0.0.1:0 with a fresh database, and a
+//! client that speaks HTTP to it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use authql::config::{Cli, ServeConfig};
+use authql::App;
+use clap::Parser as _;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A throwaway database for one test.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDatabase {
+    pub fn new() -> Arc<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/authql.db", dir.path().display());
+        Arc::new(Self { url, _dir: dir })
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db: Arc<TestDatabase>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+pub fn base_config(db: &TestDatabase) -> ServeConfig {
+    let cli = Cli::try_parse_from([
+        "authql",
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--database-url",
+        &db.url,
+    ])
+    .expect("test config parses");
+    match cli.command {
+        Some(authql::config::Command::Serve(config)) => *config,
+        _ => unreachable!("serve subcommand"),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(customize: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    spawn_on(TestDatabase::new(), customize).await
+}
+
+pub async fn spawn_on(db: Arc<TestDatabase>, customize: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let mut config = base_config(&db);
+    customize(&mut config);
+    let app = App::build(config).await.expect("app builds");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        app.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    TestApp {
+        addr,
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
+        db,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the server (waiting for it) and starts a new one on the same database.
+    pub async fn restart(mut self, customize: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        self.stop().await;
+        spawn_on(self.db.clone(), customize).await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task");
+        }
+    }
+
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        self.gql_as(None, query, variables).await
+    }
+
+    /// POSTs a GraphQL request, optionally with a bearer token; expects HTTP 200.
+    pub async fn gql_as(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
+        assert_eq!(response.status(), 200, "GraphQL requests answer 200");
+        let body: Value = response.json().await.expect("JSON body");
+        assert_no_secrets(&body);
+        body
+    }
+
+    pub async fn sign_up(&self, username: &str) -> Value {
+        self.sign_up_with(json!({ "username": username, "password": PASSWORD }))
+            .await
+    }
+
+    /// signUp with the given input; panics unless it succeeds. Returns the AuthPayload.
+    pub async fn sign_up_with(&self, input: Value) -> Value {
+        let body = self.gql(SIGN_UP, json!({ "input": input })).await;
+        assert!(body["errors"].is_null(), "signUp failed: {body}");
+        body["data"]["signUp"].clone()
+    }
+
+    pub async fn create_token(&self, login: &str, password: &str) -> Value {
+        self.gql(
+            CREATE_TOKEN,
+            json!({ "input": { "login": login, "password": password } }),
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Value {
+        self.gql(REFRESH, json!({ "token": refresh_token })).await
+    }
+
+    pub async fn revoke(&self, refresh_token: &str) -> Value {
+        self.gql(
+            "mutation($token: String!) { revokeToken(refreshToken: $token) }",
+            json!({ "token": refresh_token }),
+        )
+        .await
+    }
+
+    pub async fn me(&self, access_token: &str) -> Value {
+        self.gql_as(Some(access_token), ME, json!({})).await
+    }
+
+    /// A connection to the test's database, to assert what was stored.
+    pub async fn db_pool(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.db.url)
+            .await
+            .expect("test database connects")
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let pool = self.db_pool().await;
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        pool.close().await;
+        n
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub const SIGN_UP: &str = "mutation($input: SignUpInput!) { signUp(input: $input) { accessToken refreshToken tokenType expiresIn user { id username email phone name surname secondName createdAt cars { id brand model year color licensePlate vin } } } }";
+pub const CREATE_TOKEN: &str = "mutation($input: CreateTokenInput!) { createToken(input: $input) { accessToken refreshToken tokenType expiresIn user { id username email } } }";
+pub const REFRESH: &str = "mutation($token: String!) { refreshToken(refreshToken: $token) { accessToken refreshToken tokenType expiresIn user { id username } } }";
+pub const ME: &str = "{ me { id username email phone name surname secondName createdAt cars { id brand model year color licensePlate vin } } }";
+
+/// The `extensions.code` of the first error, or "" when there is none.
+pub fn error_code(body: &Value) -> String {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// `(field, code)` pairs of a VALIDATION error.
+pub fn field_codes(body: &Value) -> Vec<(String, String)> {
+    assert_eq!(
+        error_code(body),
+        "VALIDATION",
+        "expected VALIDATION: {body}"
+    );
+    body["errors"][0]["extensions"]["fields"]
+        .as_array()
+        .expect("fields list")
+        .iter()
+        .map(|f| {
+            (
+                f["field"].as_str().expect("field").to_owned(),
+                f["code"].as_str().expect("code").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// No response may carry a password hash or internals.
+pub fn assert_no_secrets(body: &Value) {
+    let text = body.to_string();
+    for needle in [
+        "$argon2",
+        "password_hash",
+        "sqlx",
+        "SQLITE",
+        "SELECT ",
+        "INSERT ",
+        "/src/",
+        "panicked",
+    ] {
+        assert!(!text.contains(needle), "response leaks {needle:?}: {text}");
+    }
+}

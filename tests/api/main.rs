@@ -1,0 +1,11 @@
+//! End-to-end tests: the real server over real HTTP against a real database.
+
+mod graphiql;
+mod helpers;
+mod http;
+mod limits;
+mod process;
+mod sign_in;
+mod sign_up;
+mod tokens;
+mod typed_client;

@@ -1,0 +1,137 @@
+//! The `authql` binary itself: subcommands, start-up refusals, signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_authql");
+
+/// A command with none of the caller's authql settings leaking in.
+fn authql(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AUTHQL_") || key == "DATABASE_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Starts `authql serve` on a free port and returns it with its address.
+fn start(cmd: &mut Command) -> (Child, String) {
+    let mut child = cmd
+        .env("AUTHQL_BIND", "127.0.0.1:0")
+        .env("AUTHQL_LOG_FORMAT", "json")
+        .env("AUTHQL_ARGON2_MEMORY_KIB", "1024")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("authql starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("authql logged before exiting")
+            .expect("line");
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if entry["fields"]["message"] == "authql listening" {
+            break entry["fields"]["addr"].as_str().expect("addr").to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+#[test]
+fn schema_graphql_equals_print_schema() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = authql(dir.path())
+        .arg("print-schema")
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+        .expect("schema.graphql");
+    assert_eq!(
+        String::from_utf8(output.stdout).expect("utf-8"),
+        committed,
+        "schema.graphql is stale: run `cargo run -- print-schema > schema.graphql`"
+    );
+}
+
+#[test]
+fn a_short_secret_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = authql(dir.path())
+        .arg("serve")
+        .env("AUTHQL_JWT_SECRET", "too-short")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("AUTHQL_JWT_SECRET") && stderr.contains("at least 32 bytes"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("too-short"), "the secret is not echoed");
+}
+
+#[test]
+fn migrate_creates_the_default_database_with_no_configuration() {
+    let dir = tempfile::tempdir().expect("dir");
+    let status = authql(dir.path()).arg("migrate").status().expect("runs");
+    assert!(status.success());
+    assert!(
+        dir.path().join("data/authql.db").exists(),
+        "default SQLite file under ./data/"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut child, addr) = start(&mut authql(dir.path()));
+
+    let body = r#"{"query":"{ __typename }"}"#;
+    let (head, tail) = body.split_at(10);
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{head}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write head");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    stream.write_all(tail.as_bytes()).await.expect("write rest");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""__typename":"Query""#), "{response}");
+
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0), "clean exit after SIGTERM");
+    // New connections are no longer accepted.
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+}
