@@ -22,7 +22,7 @@ pub mod http;
 pub mod metrics;
 /// The account rules: sign up, sign in, refresh, revoke, me.
 pub mod service;
-/// The only SQL: the `Store` trait and its SQLite implementation.
+/// The only SQL: the `Store` trait, its SQLite and PostgreSQL implementations.
 pub mod storage;
 /// Log setup.
 pub mod telemetry;

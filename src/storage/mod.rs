@@ -1,11 +1,13 @@
 //! The only SQL in the crate. One [`Store`] trait, one implementation per
-//! backend, chosen from the `DATABASE_URL` scheme in [`connect`].
+//! backend (SQLite, PostgreSQL), chosen from the `DATABASE_URL` scheme in
+//! [`connect`]. Services hold an `Arc<dyn Store>` and never know which.
 //!
 //! Queries are runtime-checked (`sqlx::query_as`): compile-time checking
 //! covers one database at a time, so the integration suite, run against every
 //! backend, is what checks the SQL. Every multi-row write is one transaction
 //! inside one method here.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use chrono::{DateTime, Utc};
 use crate::config::DatabaseConfig;
 use crate::domain::NewUser;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +61,7 @@ pub struct UserRecord {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct CarRecord {
     pub id: i64,
     pub user_id: i64,
@@ -175,10 +178,7 @@ pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Arc<dyn Store>> 
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(config).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        anyhow::bail!(
-            "PostgreSQL support is not built yet (DATABASE_URL={})",
-            crate::config::redact_url_password(url)
-        )
+        Ok(Arc::new(PostgresStore::connect(config).await?))
     } else {
         anyhow::bail!(
             "DATABASE_URL must start with sqlite: or postgres: (got {})",

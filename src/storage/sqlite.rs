@@ -107,33 +107,6 @@ struct CredentialsRow {
 }
 
 #[derive(FromRow)]
-struct CarRow {
-    id: i64,
-    user_id: i64,
-    brand: String,
-    model: String,
-    year: Option<i32>,
-    color: Option<String>,
-    license_plate: Option<String>,
-    vin: Option<String>,
-}
-
-impl From<CarRow> for CarRecord {
-    fn from(r: CarRow) -> Self {
-        CarRecord {
-            id: r.id,
-            user_id: r.user_id,
-            brand: r.brand,
-            model: r.model,
-            year: r.year,
-            color: r.color,
-            license_plate: r.license_plate,
-            vin: r.vin,
-        }
-    }
-}
-
-#[derive(FromRow)]
 struct TokenStateRow {
     session_id: String,
     user_id: i64,
@@ -298,8 +271,7 @@ impl Store for SqliteStore {
             ids.push_bind(*id);
         }
         query.push(") ORDER BY user_id, position");
-        let rows: Vec<CarRow> = query.build_query_as().fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(query.build_query_as().fetch_all(&self.pool).await?)
     }
 
     async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {

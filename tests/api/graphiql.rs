@@ -1,8 +1,7 @@
 use crate::helpers::*;
 
-#[tokio::test]
-async fn graphiql_is_served_from_the_binary_with_no_external_urls() {
-    let app = spawn_app().await;
+async fn graphiql_is_served_from_the_binary_with_no_external_urls(backend: Backend) {
+    let app = spawn_app(backend).await;
     for (path, accept) in [
         ("/", "*/*"),
         ("/graphql", "text/html,application/xhtml+xml"),
@@ -59,3 +58,5 @@ async fn graphiql_is_served_from_the_binary_with_no_external_urls() {
         .expect("sent");
     assert_eq!(missing.status(), 404);
 }
+
+crate::on_both_backends!(graphiql_is_served_from_the_binary_with_no_external_urls,);

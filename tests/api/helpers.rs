@@ -13,18 +13,109 @@ use tokio::task::JoinHandle;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// A throwaway database for one test.
+/// Which database a test runs against. Every end-to-end test runs on both
+/// (see [`on_both_backends!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Whether this backend can run here. PostgreSQL needs
+    /// `AUTHQL_TEST_POSTGRES_URL` (scripts/test starts a cluster and sets it);
+    /// without it the test says so loudly and passes, unless
+    /// `AUTHQL_TEST_REQUIRE_POSTGRES=1`, which makes it fail.
+    pub fn available(self) -> bool {
+        if self == Backend::Sqlite || std::env::var("AUTHQL_TEST_POSTGRES_URL").is_ok() {
+            return true;
+        }
+        assert!(
+            std::env::var("AUTHQL_TEST_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "AUTHQL_TEST_REQUIRE_POSTGRES=1 but AUTHQL_TEST_POSTGRES_URL is not set"
+        );
+        eprintln!("SKIPPED (PostgreSQL): AUTHQL_TEST_POSTGRES_URL is not set; run scripts/test");
+        false
+    }
+}
+
+/// Generates `sqlite::NAME` and `postgres::NAME` tests for each
+/// `async fn NAME(backend: Backend)` of the calling module.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if $crate::helpers::Backend::Postgres.available() {
+                        super::$name($crate::helpers::Backend::Postgres).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// A throwaway database for one test: a SQLite file in a temporary folder,
+/// or a new database in the test PostgreSQL cluster.
 pub struct TestDatabase {
     pub url: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDatabase {
-    pub fn new() -> Arc<Self> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}/authql.db", dir.path().display());
-        Arc::new(Self { url, _dir: dir })
+    pub async fn new(backend: Backend) -> Arc<Self> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}/authql.db", dir.path().display());
+                Arc::new(Self {
+                    url,
+                    _dir: Some(dir),
+                })
+            }
+            Backend::Postgres => {
+                let admin_url =
+                    std::env::var("AUTHQL_TEST_POSTGRES_URL").expect("AUTHQL_TEST_POSTGRES_URL");
+                let url = create_postgres_database(&admin_url).await;
+                Arc::new(Self { url, _dir: None })
+            }
+        }
     }
+}
+
+impl TestDatabase {
+    /// An existing database (for tests that bring their own server).
+    pub fn at(url: String) -> Arc<Self> {
+        Arc::new(Self { url, _dir: None })
+    }
+}
+
+/// Creates an empty database next to the one `admin_url` names; returns its URL.
+pub async fn create_postgres_database(admin_url: &str) -> String {
+    use sqlx::Connection as _;
+    let name = format!("authql_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("admin connection");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    admin.close().await.expect("close");
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("URL with a database name");
+    format!("{base}/{name}")
 }
 
 pub struct TestApp {
@@ -51,12 +142,12 @@ pub fn base_config(db: &TestDatabase) -> ServeConfig {
     }
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_with(|_| {}).await
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_with(backend, |_| {}).await
 }
 
-pub async fn spawn_with(customize: impl FnOnce(&mut ServeConfig)) -> TestApp {
-    spawn_on(TestDatabase::new(), customize).await
+pub async fn spawn_with(backend: Backend, customize: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    spawn_on(TestDatabase::new(backend).await, customize).await
 }
 
 pub async fn spawn_on(db: Arc<TestDatabase>, customize: impl FnOnce(&mut ServeConfig)) -> TestApp {

@@ -25,9 +25,8 @@ async fn still_serving(app: &TestApp) {
     assert_eq!(body["data"]["__typename"], "Query");
 }
 
-#[tokio::test]
-async fn malformed_requests_get_json_errors_and_the_server_keeps_serving() {
-    let app = spawn_app().await;
+async fn malformed_requests_get_json_errors_and_the_server_keeps_serving(backend: Backend) {
+    let app = spawn_app(backend).await;
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("application/json", b"not json".to_vec(), 400),
         ("application/json", b"{\"query\": ".to_vec(), 400),
@@ -60,9 +59,8 @@ async fn malformed_requests_get_json_errors_and_the_server_keeps_serving() {
     }
 }
 
-#[tokio::test]
-async fn an_oversized_body_gets_413() {
-    let app = spawn_app().await;
+async fn an_oversized_body_gets_413(backend: Backend) {
+    let app = spawn_app(backend).await;
     let padding = "x".repeat(2 * 1024 * 1024);
     let body = json!({ "query": "{ __typename }", "variables": { "pad": padding } }).to_string();
     let (status, json) = post_raw(&app, "application/json", body.into_bytes()).await;
@@ -72,9 +70,8 @@ async fn an_oversized_body_gets_413() {
     assert_eq!(app.count("users").await, 0);
 }
 
-#[tokio::test]
-async fn engine_errors_carry_apollo_codes() {
-    let app = spawn_app().await;
+async fn engine_errors_carry_apollo_codes(backend: Backend) {
+    let app = spawn_app(backend).await;
     let parse = app.gql("{ me { ", json!({})).await;
     assert_eq!(error_code(&parse), "GRAPHQL_PARSE_FAILED");
     let unknown = app.gql("{ nope }", json!({})).await;
@@ -96,9 +93,8 @@ async fn engine_errors_carry_apollo_codes() {
     assert_eq!(error_code(&no_operation), "GRAPHQL_VALIDATION_FAILED");
 }
 
-#[tokio::test]
-async fn queries_over_get_work_and_mutations_over_get_are_refused() {
-    let app = spawn_app().await;
+async fn queries_over_get_work_and_mutations_over_get_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
     let ok: Value = app
         .client
         .get(app.url("/graphql"))
@@ -144,9 +140,8 @@ async fn queries_over_get_work_and_mutations_over_get_are_refused() {
     assert_eq!(error_code(&me), "UNAUTHENTICATED");
 }
 
-#[tokio::test]
-async fn health_readiness_metrics_and_unknown_paths() {
-    let app = spawn_app().await;
+async fn health_readiness_metrics_and_unknown_paths(backend: Backend) {
+    let app = spawn_app(backend).await;
     let get = |path: &str| app.client.get(app.url(path)).send();
     assert_eq!(get("/healthz").await.expect("sent").status(), 200);
     assert_eq!(get("/readyz").await.expect("sent").status(), 200);
@@ -178,9 +173,11 @@ async fn health_readiness_metrics_and_unknown_paths() {
     assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND");
 }
 
-#[tokio::test]
-async fn cors_allows_only_configured_origins() {
-    let app = spawn_with(|c| c.cors_origins = vec!["https://app.example.com".into()]).await;
+async fn cors_allows_only_configured_origins(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.cors_origins = vec!["https://app.example.com".into()]
+    })
+    .await;
     let preflight = |origin: &'static str| {
         app.client
             .request(reqwest::Method::OPTIONS, app.url("/graphql"))
@@ -224,7 +221,7 @@ async fn cors_allows_only_configured_origins() {
     );
 
     // Default: no cross-origin access at all.
-    let closed = spawn_app().await;
+    let closed = spawn_app(backend).await;
     let response = closed
         .client
         .request(reqwest::Method::OPTIONS, closed.url("/graphql"))
@@ -238,3 +235,12 @@ async fn cors_allows_only_configured_origins() {
         .get("access-control-allow-origin")
         .is_none());
 }
+
+crate::on_both_backends!(
+    malformed_requests_get_json_errors_and_the_server_keeps_serving,
+    an_oversized_body_gets_413,
+    engine_errors_carry_apollo_codes,
+    queries_over_get_work_and_mutations_over_get_are_refused,
+    health_readiness_metrics_and_unknown_paths,
+    cors_allows_only_configured_origins,
+);

@@ -4,18 +4,16 @@ use crate::helpers::*;
 
 const INTROSPECTION: &str = include_str!("../queries/introspection.graphql");
 
-#[tokio::test]
-async fn graphiqls_introspection_query_passes_the_default_limits() {
-    let app = spawn_app().await;
+async fn graphiqls_introspection_query_passes_the_default_limits(backend: Backend) {
+    let app = spawn_app(backend).await;
     let body = app.gql(INTROSPECTION, json!({})).await;
     assert!(body["errors"].is_null(), "{body}");
     let types = body["data"]["__schema"]["types"].as_array().expect("types");
     assert!(types.iter().any(|t| t["name"] == "SignUpInput"));
 }
 
-#[tokio::test]
-async fn deep_documents_are_refused() {
-    let app = spawn_app().await;
+async fn deep_documents_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
     // __schema > types > fields > type > 20 x ofType > name: depth 25.
     let mut inner = String::from("name");
     for _ in 0..20 {
@@ -36,9 +34,8 @@ async fn deep_documents_are_refused() {
     assert!(shallow["errors"].is_null(), "still serving");
 }
 
-#[tokio::test]
-async fn complex_documents_are_refused() {
-    let app = spawn_app().await;
+async fn complex_documents_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
     let fields: String = (0..600).map(|i| format!("f{i}: username ")).collect();
     let body = app
         .gql(&format!("{{ me {{ {fields} }} }}"), json!({}))
@@ -46,9 +43,8 @@ async fn complex_documents_are_refused() {
     assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
 }
 
-#[tokio::test]
-async fn too_many_root_fields_or_aliases_are_refused() {
-    let app = spawn_app().await;
+async fn too_many_root_fields_or_aliases_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
     let aliases: String = (0..21).map(|i| format!("a{i}: __typename ")).collect();
     let body = app.gql(&format!("{{ {aliases} }}"), json!({})).await;
     assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED");
@@ -64,9 +60,8 @@ async fn too_many_root_fields_or_aliases_are_refused() {
     assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED");
 }
 
-#[tokio::test]
-async fn one_credential_attempt_per_document() {
-    let app = spawn_app().await;
+async fn one_credential_attempt_per_document(backend: Backend) {
+    let app = spawn_app(backend).await;
     app.sign_up("guessme").await;
     let guesses = r#"mutation {
         a: createToken(input: {login: "guessme", password: "guess number one"}) { accessToken }
@@ -90,3 +85,11 @@ async fn one_credential_attempt_per_document() {
     let body = app.gql(revokes, json!({})).await;
     assert_eq!(error_code(&body), "INVALID_REFRESH_TOKEN");
 }
+
+crate::on_both_backends!(
+    graphiqls_introspection_query_passes_the_default_limits,
+    deep_documents_are_refused,
+    complex_documents_are_refused,
+    too_many_root_fields_or_aliases_are_refused,
+    one_credential_attempt_per_document,
+);

@@ -4,6 +4,8 @@ mod graphiql;
 mod helpers;
 mod http;
 mod limits;
+mod multi_instance;
+mod outage;
 mod process;
 mod sign_in;
 mod sign_up;

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -9,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const BIN: &str = env!("CARGO_BIN_EXE_authql");
 
 /// A command with none of the caller's authql settings leaking in.
-fn authql(dir: &std::path::Path) -> Command {
+pub fn authql(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir);
     for (key, _) in std::env::vars() {
@@ -20,8 +21,37 @@ fn authql(dir: &std::path::Path) -> Command {
     cmd
 }
 
-/// Starts `authql serve` on a free port and returns it with its address.
-fn start(cmd: &mut Command) -> (Child, String) {
+/// A running `authql serve` process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// SIGTERM, then waits for the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(kill.success());
+        self.child.wait().expect("wait").code()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `authql serve` on a free port; returns once it listens.
+pub fn start(cmd: &mut Command) -> Server {
     let mut child = cmd
         .env("AUTHQL_BIND", "127.0.0.1:0")
         .env("AUTHQL_LOG_FORMAT", "json")
@@ -46,7 +76,7 @@ fn start(cmd: &mut Command) -> (Child, String) {
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    Server { child, addr }
 }
 
 #[test]
@@ -97,7 +127,8 @@ fn migrate_creates_the_default_database_with_no_configuration() {
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     let dir = tempfile::tempdir().expect("dir");
-    let (mut child, addr) = start(&mut authql(dir.path()));
+    let server = start(&mut authql(dir.path()));
+    let addr = server.addr.clone();
 
     let body = r#"{"query":"{ __typename }"}"#;
     let (head, tail) = body.split_at(10);
@@ -114,11 +145,8 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
         .expect("write head");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(kill.success());
+    // SIGTERM while the request is still arriving.
+    let exit = tokio::task::spawn_blocking(move || server.terminate());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     stream.write_all(tail.as_bytes()).await.expect("write rest");
@@ -127,11 +155,11 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(r#""__typename":"Query""#), "{response}");
 
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0), "clean exit after SIGTERM");
+    assert_eq!(
+        exit.await.expect("join"),
+        Some(0),
+        "clean exit after SIGTERM"
+    );
     // New connections are no longer accepted.
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
 }

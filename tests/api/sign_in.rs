@@ -2,9 +2,8 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-#[tokio::test]
-async fn create_token_by_username_or_email_case_insensitively() {
-    let app = spawn_app().await;
+async fn create_token_by_username_or_email_case_insensitively(backend: Backend) {
+    let app = spawn_app(backend).await;
     app.sign_up_with(
         json!({ "username": "Мария", "password": PASSWORD, "email": "Maria@Example.com" }),
     )
@@ -29,9 +28,8 @@ async fn create_token_by_username_or_email_case_insensitively() {
     }
 }
 
-#[tokio::test]
-async fn unknown_login_and_wrong_password_look_the_same() {
-    let app = spawn_app().await;
+async fn unknown_login_and_wrong_password_look_the_same(backend: Backend) {
+    let app = spawn_app(backend).await;
     app.sign_up("existing").await;
     let wrong_password = app
         .create_token("existing", "not the password at all")
@@ -54,9 +52,8 @@ async fn stored(app: &TestApp) -> String {
         .expect("hash")
 }
 
-#[tokio::test]
-async fn a_hash_with_old_parameters_is_upgraded_at_sign_in() {
-    let app = spawn_with(|c| c.passwords.argon2_iterations = 1).await;
+async fn a_hash_with_old_parameters_is_upgraded_at_sign_in(backend: Backend) {
+    let app = spawn_with(backend, |c| c.passwords.argon2_iterations = 1).await;
     app.sign_up("upgrader").await;
     assert!(stored(&app).await.contains("m=19456,t=1,p=1"));
     let app = app.restart(|_| {}).await;
@@ -75,3 +72,9 @@ async fn a_hash_with_old_parameters_is_upgraded_at_sign_in() {
     let again = app.create_token("upgrader", PASSWORD).await;
     assert!(again["errors"].is_null(), "the new hash verifies: {again}");
 }
+
+crate::on_both_backends!(
+    create_token_by_username_or_email_case_insensitively,
+    unknown_login_and_wrong_password_look_the_same,
+    a_hash_with_old_parameters_is_upgraded_at_sign_in,
+);

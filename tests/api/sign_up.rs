@@ -2,9 +2,8 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-#[tokio::test]
-async fn sign_up_returns_a_token_pair_the_user_and_cars_in_order() {
-    let app = spawn_app().await;
+async fn sign_up_returns_a_token_pair_the_user_and_cars_in_order(backend: Backend) {
+    let app = spawn_app(backend).await;
     let payload = app
         .sign_up_with(json!({
             "username": "Ivan.Petrov",
@@ -82,9 +81,8 @@ async fn sign_up_returns_a_token_pair_the_user_and_cars_in_order() {
 }
 
 /// One input per rule; each must produce exactly the expected (field, code).
-#[tokio::test]
-async fn every_validation_rule_has_its_code() {
-    let app = spawn_app().await;
+async fn every_validation_rule_has_its_code(backend: Backend) {
+    let app = spawn_app(backend).await;
     let base = || json!({ "username": "valid_user", "password": PASSWORD });
     let with = |key: &str, value: Value| {
         let mut input = base();
@@ -218,9 +216,8 @@ async fn every_validation_rule_has_its_code() {
     assert_eq!(app.count("cars").await, 2);
 }
 
-#[tokio::test]
-async fn all_problems_come_back_in_one_response() {
-    let app = spawn_app().await;
+async fn all_problems_come_back_in_one_response(backend: Backend) {
+    let app = spawn_app(backend).await;
     app.sign_up_with(
         json!({ "username": "taken", "password": PASSWORD, "email": "taken@example.com" }),
     )
@@ -254,9 +251,8 @@ async fn all_problems_come_back_in_one_response() {
     assert_eq!(got, expected);
 }
 
-#[tokio::test]
-async fn usernames_and_emails_are_unique_with_unicode_case_folding() {
-    let app = spawn_app().await;
+async fn usernames_and_emails_are_unique_with_unicode_case_folding(backend: Backend) {
+    let app = spawn_app(backend).await;
     app.sign_up_with(
         json!({ "username": "Иван", "password": PASSWORD, "email": "Ivan@Example.com" }),
     )
@@ -286,9 +282,8 @@ async fn usernames_and_emails_are_unique_with_unicode_case_folding() {
     assert_eq!(name, "Иван");
 }
 
-#[tokio::test]
-async fn twenty_parallel_sign_ups_of_one_username_yield_exactly_one_user() {
-    let app = spawn_app().await;
+async fn twenty_parallel_sign_ups_of_one_username_yield_exactly_one_user(backend: Backend) {
+    let app = spawn_app(backend).await;
     let attempts = (0..20).map(|i| {
         app.gql(
             SIGN_UP,
@@ -316,9 +311,8 @@ async fn twenty_parallel_sign_ups_of_one_username_yield_exactly_one_user() {
     assert_eq!(app.count("sessions").await, 1);
 }
 
-#[tokio::test]
-async fn national_phone_numbers_use_the_configured_region() {
-    let app = spawn_with(|c| c.phone_region = Some("RU".into())).await;
+async fn national_phone_numbers_use_the_configured_region(backend: Backend) {
+    let app = spawn_with(backend, |c| c.phone_region = Some("RU".into())).await;
     let payload = app
         .sign_up_with(
             json!({ "username": "phoned", "password": PASSWORD, "phone": "8 (999) 123-45-67" }),
@@ -326,3 +320,12 @@ async fn national_phone_numbers_use_the_configured_region() {
         .await;
     assert_eq!(payload["user"]["phone"], "+79991234567");
 }
+
+crate::on_both_backends!(
+    sign_up_returns_a_token_pair_the_user_and_cars_in_order,
+    every_validation_rule_has_its_code,
+    all_problems_come_back_in_one_response,
+    usernames_and_emails_are_unique_with_unicode_case_folding,
+    twenty_parallel_sign_ups_of_one_username_yield_exactly_one_user,
+    national_phone_numbers_use_the_configured_region,
+);

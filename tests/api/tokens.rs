@@ -24,9 +24,8 @@ fn sign(header: &Header, claims: &Value, secret: &[u8]) -> String {
     jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(secret)).expect("encode")
 }
 
-#[tokio::test]
-async fn access_token_has_the_documented_header_and_claims() {
-    let app = spawn_app().await;
+async fn access_token_has_the_documented_header_and_claims(backend: Backend) {
+    let app = spawn_app(backend).await;
     let payload = app.sign_up("claims").await;
     let jwt = token_str(&payload["accessToken"]);
     let header = jsonwebtoken::decode_header(jwt).expect("header");
@@ -59,9 +58,11 @@ async fn access_token_has_the_documented_header_and_claims() {
     );
 }
 
-#[tokio::test]
-async fn me_refuses_every_kind_of_bad_access_token() {
-    let app = spawn_with(|c| c.tokens.jwt_secret = Some(authql::config::Secret::new(SECRET))).await;
+async fn me_refuses_every_kind_of_bad_access_token(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.tokens.jwt_secret = Some(authql::config::Secret::new(SECRET))
+    })
+    .await;
     let payload = app.sign_up("victim").await;
     let good = token_str(&payload["accessToken"]).to_owned();
     assert_eq!(app.me(&good).await["data"]["me"]["username"], "victim");
@@ -158,9 +159,8 @@ async fn me_refuses_every_kind_of_bad_access_token() {
     assert_eq!(app.me(&good).await["data"]["me"]["username"], "victim");
 }
 
-#[tokio::test]
-async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
-    let app = spawn_app().await;
+async fn refresh_rotates_and_reuse_revokes_the_whole_family(backend: Backend) {
+    let app = spawn_app(backend).await;
     let first = app.sign_up("rotator").await;
     let rt1 = token_str(&first["refreshToken"]).to_owned();
 
@@ -194,9 +194,8 @@ async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
     assert!(app.refresh(&other_rt).await["errors"].is_null());
 }
 
-#[tokio::test]
-async fn a_racing_client_inside_the_grace_window_gets_the_same_successor() {
-    let app = spawn_app().await;
+async fn a_racing_client_inside_the_grace_window_gets_the_same_successor(backend: Backend) {
+    let app = spawn_app(backend).await;
     let rt1 = token_str(&app.sign_up("racer").await["refreshToken"]).to_owned();
     let a = app.refresh(&rt1).await;
     let b = app.refresh(&rt1).await;
@@ -211,9 +210,8 @@ async fn a_racing_client_inside_the_grace_window_gets_the_same_successor() {
     );
 }
 
-#[tokio::test]
-async fn without_grace_parallel_refreshes_of_one_token_never_both_succeed() {
-    let app = spawn_with(|c| c.tokens.refresh_grace = Duration::ZERO).await;
+async fn without_grace_parallel_refreshes_of_one_token_never_both_succeed(backend: Backend) {
+    let app = spawn_with(backend, |c| c.tokens.refresh_grace = Duration::ZERO).await;
     let rt = token_str(&app.sign_up("parallel").await["refreshToken"]).to_owned();
     let results = futures::future::join_all((0..10).map(|_| app.refresh(&rt))).await;
     let winners = results.iter().filter(|b| b["errors"].is_null()).count();
@@ -231,9 +229,8 @@ async fn without_grace_parallel_refreshes_of_one_token_never_both_succeed() {
     }
 }
 
-#[tokio::test]
-async fn revoke_is_idempotent_and_ends_the_session() {
-    let app = spawn_app().await;
+async fn revoke_is_idempotent_and_ends_the_session(backend: Backend) {
+    let app = spawn_app(backend).await;
     let payload = app.sign_up("leaver").await;
     let rt = token_str(&payload["refreshToken"]).to_owned();
     let at = token_str(&payload["accessToken"]).to_owned();
@@ -273,9 +270,8 @@ async fn revoke_is_idempotent_and_ends_the_session() {
     }
 }
 
-#[tokio::test]
-async fn expired_tokens_are_refused() {
-    let app = spawn_with(|c| {
+async fn expired_tokens_are_refused(backend: Backend) {
+    let app = spawn_with(backend, |c| {
         c.tokens.access_ttl = Duration::from_secs(1);
         c.tokens.refresh_ttl = Duration::from_secs(1);
     })
@@ -293,9 +289,8 @@ async fn expired_tokens_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn a_restart_keeps_the_generated_key_and_sessions() {
-    let app = spawn_app().await;
+async fn a_restart_keeps_the_generated_key_and_sessions(backend: Backend) {
+    let app = spawn_app(backend).await;
     let payload = app.sign_up("persistent").await;
     let app = app.restart(|_| {}).await;
     assert_eq!(
@@ -314,9 +309,8 @@ async fn a_restart_keeps_the_generated_key_and_sessions() {
     );
 }
 
-#[tokio::test]
-async fn instances_starting_together_share_one_generated_key() {
-    let db = TestDatabase::new();
+async fn instances_starting_together_share_one_generated_key(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
     let (a, b) = tokio::join!(spawn_on(db.clone(), |_| {}), spawn_on(db.clone(), |_| {}));
     let payload = a.sign_up("shared").await;
     assert_eq!(
@@ -330,3 +324,15 @@ async fn instances_starting_together_share_one_generated_key() {
         .expect("count");
     assert_eq!(keys, 1);
 }
+
+crate::on_both_backends!(
+    access_token_has_the_documented_header_and_claims,
+    me_refuses_every_kind_of_bad_access_token,
+    refresh_rotates_and_reuse_revokes_the_whole_family,
+    a_racing_client_inside_the_grace_window_gets_the_same_successor,
+    without_grace_parallel_refreshes_of_one_token_never_both_succeed,
+    revoke_is_idempotent_and_ends_the_session,
+    expired_tokens_are_refused,
+    a_restart_keeps_the_generated_key_and_sessions,
+    instances_starting_together_share_one_generated_key,
+);

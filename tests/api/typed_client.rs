@@ -67,9 +67,8 @@ where
     response.data.expect("data")
 }
 
-#[tokio::test]
-async fn generated_client_signs_up_signs_in_reads_me_and_refreshes() {
-    let app = spawn_app().await;
+async fn generated_client_signs_up_signs_in_reads_me_and_refreshes(backend: Backend) {
+    let app = spawn_app(backend).await;
     let signed_up = run::<SignUp>(
         &app,
         None,
@@ -131,3 +130,5 @@ async fn generated_client_signs_up_signs_in_reads_me_and_refreshes() {
     assert_ne!(refreshed.refresh_token, signed_in.refresh_token);
     assert_eq!(refreshed.user.username, "typed");
 }
+
+crate::on_both_backends!(generated_client_signs_up_signs_in_reads_me_and_refreshes,);

@@ -1,0 +1,358 @@
+//! PostgreSQL, for many stateless instances sharing one database.
+//!
+//! Everything instances must agree on lives here: users, sessions and
+//! refresh-token state, the generated keys. Migrations run under sqlx's
+//! advisory lock, so instances starting together apply them once. A refresh
+//! locks its session row (`FOR UPDATE`) before reading the token's state, so
+//! two instances can never both rotate one token.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{FromRow, Postgres, QueryBuilder};
+
+use super::{
+    CarRecord, Credentials, NewSession, Rotation, RotationOutcome, Store, StoreError, Taken,
+    UserRecord,
+};
+use crate::config::DatabaseConfig;
+use crate::domain::NewUser;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// No statement may hold a connection (and its locks) for longer than this.
+const STATEMENT_TIMEOUT: &str = "10s";
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(config.url.trim())?
+            .application_name("authql")
+            .options([("statement_timeout", STATEMENT_TIMEOUT)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {e}"))?;
+        Ok(Self { pool })
+    }
+}
+
+const USER_COLUMNS: &str =
+    "u.id, u.username, u.email, u.phone, u.name, u.surname, u.second_name, u.created_at";
+
+#[derive(FromRow)]
+struct UserRow {
+    id: i64,
+    username: String,
+    email: Option<String>,
+    phone: Option<String>,
+    name: Option<String>,
+    surname: Option<String>,
+    second_name: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for UserRecord {
+    fn from(r: UserRow) -> Self {
+        UserRecord {
+            id: r.id,
+            username: r.username,
+            email: r.email,
+            phone: r.phone,
+            name: r.name,
+            surname: r.surname,
+            second_name: r.second_name,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct CredentialsRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    password_hash: String,
+}
+
+/// PostgreSQL keeps microseconds; what we return equals what a read returns.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        let stored: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(stored)
+    }
+
+    async fn taken(
+        &self,
+        username_key: &str,
+        email_key: Option<&str>,
+    ) -> Result<Taken, StoreError> {
+        let (username, email): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE username_key = $1),
+                    EXISTS (SELECT 1 FROM users WHERE email_key = $2)",
+        )
+        .bind(username_key)
+        .bind(email_key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Taken { username, email })
+    }
+
+    async fn insert_user(
+        &self,
+        user: &NewUser,
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<UserRecord, StoreError> {
+        let now = micros(now);
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (username, username_key, email, email_key, phone, name, surname,
+                                second_name, password_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(&user.username)
+        .bind(&user.username_key)
+        .bind(&user.email)
+        .bind(&user.email_key)
+        .bind(&user.phone)
+        .bind(&user.name)
+        .bind(&user.surname)
+        .bind(&user.second_name)
+        .bind(password_hash)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !user.cars.is_empty() {
+            let mut insert = QueryBuilder::<Postgres>::new(
+                "INSERT INTO cars (user_id, position, brand, model, year, color, license_plate, vin) ",
+            );
+            insert.push_values(user.cars.iter().enumerate(), |mut row, (position, car)| {
+                row.push_bind(id)
+                    .push_bind(i32::try_from(position).unwrap_or(i32::MAX))
+                    .push_bind(&car.brand)
+                    .push_bind(&car.model)
+                    .push_bind(car.year)
+                    .push_bind(&car.color)
+                    .push_bind(&car.license_plate)
+                    .push_bind(&car.vin);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(UserRecord {
+            id,
+            username: user.username.clone(),
+            email: user.email.clone(),
+            phone: user.phone.clone(),
+            name: user.name.clone(),
+            surname: user.surname.clone(),
+            second_name: user.second_name.clone(),
+            created_at: now,
+        })
+    }
+
+    async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError> {
+        let row: Option<CredentialsRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS}, u.password_hash FROM users u
+             WHERE u.username_key = $1 OR u.email_key = $1
+             ORDER BY (u.username_key = $1) DESC LIMIT 1"
+        ))
+        .bind(login_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Credentials {
+            user: r.user.into(),
+            password_hash: r.password_hash,
+        }))
+    }
+
+    async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn session_user(
+        &self,
+        user_id: i64,
+        session_id: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
+        let Ok(session_id) = uuid::Uuid::parse_str(session_id) else {
+            return Ok(None);
+        };
+        let row: Option<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users u JOIN sessions s ON s.user_id = u.id
+             WHERE u.id = $1 AND s.id = $2::uuid AND s.revoked_at IS NULL"
+        ))
+        .bind(user_id)
+        .bind(session_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<CarRecord>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, user_id, brand, model, year, color, license_plate, vin FROM cars
+             WHERE user_id = ANY($1) ORDER BY user_id, position",
+        )
+        .bind(user_ids)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO sessions (id, user_id, created_at) VALUES ($1::uuid, $2, $3)")
+            .bind(&session.id)
+            .bind(session.user_id)
+            .bind(session.created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2::uuid, $3)",
+        )
+        .bind(&session.token_hash)
+        .bind(&session.id)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rotate_refresh_token(&self, r: &Rotation) -> Result<RotationOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let session_id: Option<String> =
+            sqlx::query_scalar("SELECT session_id::text FROM refresh_tokens WHERE token_hash = $1")
+                .bind(&r.presented_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(session_id) = session_id else {
+            return Ok(RotationOutcome::Invalid);
+        };
+        // Lock the family first, then read the token's state afresh: a
+        // concurrent rotation of the same token waits here and then sees it
+        // consumed.
+        let (user_id, revoked_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT user_id, revoked_at FROM sessions WHERE id = $1::uuid FOR UPDATE",
+        )
+        .bind(&session_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if revoked_at.is_some() {
+            return Ok(RotationOutcome::Invalid);
+        }
+        let (consumed_at, expires_at): (Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(
+            "SELECT consumed_at, expires_at FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(&r.presented_hash)
+        .fetch_one(&mut *tx)
+        .await?;
+        let outcome = match consumed_at {
+            None if expires_at <= r.now => RotationOutcome::Invalid,
+            None => {
+                sqlx::query("UPDATE refresh_tokens SET consumed_at = $1 WHERE token_hash = $2")
+                    .bind(r.now)
+                    .bind(&r.presented_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, session_id, expires_at)
+                     VALUES ($1, $2::uuid, $3)",
+                )
+                .bind(&r.successor_hash)
+                .bind(&session_id)
+                .bind(r.successor_expires_at)
+                .execute(&mut *tx)
+                .await?;
+                RotationOutcome::Rotated {
+                    user_id,
+                    session_id,
+                }
+            }
+            Some(consumed_at) => {
+                let successor_unused: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM refresh_tokens
+                     WHERE token_hash = $1 AND session_id = $2::uuid AND consumed_at IS NULL)",
+                )
+                .bind(&r.successor_hash)
+                .bind(&session_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                // Another instance's clock may run ahead: a negative age is "just now".
+                let age = (r.now - consumed_at).to_std().unwrap_or_default();
+                let in_grace = age < r.grace;
+                if in_grace && successor_unused {
+                    RotationOutcome::Replayed {
+                        user_id,
+                        session_id,
+                    }
+                } else {
+                    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2::uuid")
+                        .bind(r.now)
+                        .bind(&session_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    RotationOutcome::ReuseDetected {
+                        user_id,
+                        session_id,
+                    }
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn revoke_family(
+        &self,
+        token_hash: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1)
+             WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $2)
+             RETURNING user_id",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,120 @@
+//! Several authql processes on one PostgreSQL behave as one service.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::process::{authql, start, Server};
+
+async fn gql(
+    client: &reqwest::Client,
+    server: &Server,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let mut request = client
+        .post(server.url("/graphql"))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json")
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().expect("string").to_owned()
+}
+
+#[tokio::test]
+async fn two_processes_on_one_postgres_behave_as_one_service() {
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let admin = std::env::var("AUTHQL_TEST_POSTGRES_URL").expect("url");
+    let url = create_postgres_database(&admin).await;
+    let dir = tempfile::tempdir().expect("dir");
+
+    // Both start at the same moment on an empty database.
+    let (a, b) = std::thread::scope(|scope| {
+        let start_one = || {
+            let mut cmd = authql(dir.path());
+            cmd.env("DATABASE_URL", &url);
+            start(&mut cmd)
+        };
+        let a = scope.spawn(start_one);
+        let b = scope.spawn(start_one);
+        (a.join().expect("a starts"), b.join().expect("b starts"))
+    });
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+
+    let signed_up = gql(&client, &a, None, SIGN_UP, json!({ "input": {
+        "username": "wanderer", "password": PASSWORD, "cars": [{ "brand": "Lada", "model": "Niva" }]
+    }}))
+    .await;
+    assert!(signed_up["errors"].is_null(), "{signed_up}");
+    let from_a = &signed_up["data"]["signUp"];
+
+    let signed_in = gql(
+        &client,
+        &b,
+        None,
+        CREATE_TOKEN,
+        json!({ "input": { "login": "wanderer", "password": PASSWORD } }),
+    )
+    .await;
+    let from_b = &signed_in["data"]["createToken"];
+    assert_eq!(from_b["user"]["id"], from_a["user"]["id"]);
+
+    // B's token on A, A's token on B.
+    let me = gql(&client, &a, Some(&s(&from_b["accessToken"])), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["cars"][0]["brand"], "Lada");
+    let me = gql(&client, &b, Some(&s(&from_a["accessToken"])), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["username"], "wanderer");
+
+    // A pair issued by A refreshed on B, then the consumed token replayed on A.
+    let rt1 = s(&from_a["refreshToken"]);
+    let rotated = gql(&client, &b, None, REFRESH, json!({ "token": rt1 })).await;
+    let rt2 = s(&rotated["data"]["refreshToken"]["refreshToken"]);
+    let rt3 = s(
+        &gql(&client, &a, None, REFRESH, json!({ "token": rt2 })).await["data"]["refreshToken"]
+            ["refreshToken"],
+    );
+    let reuse = gql(&client, &a, None, REFRESH, json!({ "token": rt1 })).await;
+    assert_eq!(error_code(&reuse), "INVALID_REFRESH_TOKEN");
+    let after = gql(&client, &b, None, REFRESH, json!({ "token": rt3 })).await;
+    assert_eq!(
+        error_code(&after),
+        "INVALID_REFRESH_TOKEN",
+        "the family is revoked everywhere"
+    );
+
+    // One signing key, migrations applied once.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+    let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM settings WHERE key = 'jwt_hs256_key'")
+        .fetch_one(&pool)
+        .await
+        .expect("keys");
+    assert_eq!(keys, 1);
+    let migrations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .expect("migrations");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .expect("migrations dir")
+        .count() as i64;
+    assert_eq!(migrations, files);
+    pool.close().await;
+
+    assert_eq!(a.terminate(), Some(0));
+    assert_eq!(b.terminate(), Some(0));
+}

@@ -1,0 +1,145 @@
+//! The database goes away under a running server and comes back.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A PostgreSQL cluster of this test's own (stopping the shared one would
+/// break every other test running beside it).
+struct OwnCluster {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn pg_cluster(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-cluster");
+    let status = Command::new(script)
+        .args(args)
+        .status()
+        .expect("pg-cluster runs");
+    assert!(status.success(), "pg-cluster {args:?}");
+}
+
+impl OwnCluster {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let path = dir.path().to_str().expect("utf-8 path").to_owned();
+        pg_cluster(&["init", &path]);
+        let cluster = Self { dir, port };
+        cluster.up();
+        cluster
+    }
+    fn path(&self) -> String {
+        self.dir.path().to_str().expect("utf-8 path").to_owned()
+    }
+    fn up(&self) {
+        pg_cluster(&["start", &self.path(), &self.port.to_string()]);
+    }
+    fn down(&self) {
+        pg_cluster(&["stop", &self.path()]);
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[tokio::test]
+async fn the_server_fails_fast_while_postgres_is_down_and_recovers_without_restart() {
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let cluster = OwnCluster::start();
+    let url = create_postgres_database(&format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        cluster.port
+    ))
+    .await;
+    let acquire_timeout = Duration::from_secs(1);
+    let app = spawn_on(TestDatabase::at(url), |c| {
+        c.database.acquire_timeout = acquire_timeout
+    })
+    .await;
+    let first = app.sign_up("survivor").await;
+    let access = first["accessToken"].as_str().expect("token").to_owned();
+
+    cluster.down();
+
+    let ready = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(ready.status(), 503);
+    // Every call fails fast with INTERNAL and no internals, never hangs.
+    // (The bound is generous: it catches a hang, not slowness.)
+    let started = Instant::now();
+    let refused = app
+        .gql(
+            SIGN_UP,
+            json!({ "input": { "username": "lost", "password": PASSWORD } }),
+        )
+        .await;
+    assert_eq!(error_code(&refused), "INTERNAL", "{refused}");
+    assert_eq!(refused["errors"][0]["message"], "internal error");
+    assert_eq!(
+        error_code(&app.create_token("survivor", PASSWORD).await),
+        "INTERNAL"
+    );
+    assert_eq!(error_code(&app.me(&access).await), "INTERNAL");
+    assert!(
+        started.elapsed() < acquire_timeout * 10,
+        "took {:?}",
+        started.elapsed()
+    );
+    // Requests that need no database still work.
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        200
+    );
+
+    cluster.up();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = app
+            .client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("sent")
+            .status();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(app.me(&access).await["data"]["me"]["username"], "survivor");
+    app.sign_up("newcomer").await;
+    assert!(app.create_token("survivor", PASSWORD).await["errors"].is_null());
+    assert_eq!(
+        app.count("users").await,
+        2,
+        "the refused sign-up left nothing behind"
+    );
+}
