@@ -13,13 +13,13 @@ use axum::http::HeaderValue;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::auth::{load_keys, PasswordHasher, TokenService};
+use crate::auth::{keys, load_refresh_key, KeyRing, PasswordHasher, TokenService};
 use crate::config::ServeConfig;
 use crate::domain::SignUpRules;
 use crate::graphql::build_schema;
 use crate::http::{router, AppState, HttpConfig};
 use crate::metrics::Metrics;
-use crate::service::{AccountService, AccountSettings};
+use crate::service::{AccountService, AccountSettings, Throttle};
 use crate::storage::{self, Store};
 
 pub struct App {
@@ -32,12 +32,15 @@ impl App {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
         let store = open_database(&config.database, !config.no_migrate).await?;
-        let (signing_key, refresh_key) = load_keys(store.as_ref(), &config.tokens).await?;
-        tracing::info!(kid = %signing_key.kid, "access tokens signed with HS256");
+        let keys = Arc::new(KeyRing::load(store.clone(), &config.tokens).await?);
+        let current = keys.current();
+        tracing::info!(kid = %current.kid, algorithm = ?current.algorithm, "access-token signing key");
+        spawn_key_reloader(&keys);
+        let refresh_key = load_refresh_key(store.as_ref()).await?;
 
         let metrics = Arc::new(Metrics::new());
         let hasher = PasswordHasher::new(&config.passwords, metrics.clone())?;
-        let tokens = TokenService::new(&config.tokens, signing_key, refresh_key);
+        let tokens = TokenService::new(&config.tokens, keys.clone(), refresh_key);
         let accounts = Arc::new(AccountService::new(
             store.clone(),
             hasher,
@@ -46,6 +49,8 @@ impl App {
                 rules: SignUpRules::new(config.phone_region.as_deref()),
                 refresh_ttl: config.tokens.refresh_ttl,
                 refresh_grace: config.tokens.refresh_grace,
+                throttle: Throttle::new(store.clone(), &config.security),
+                cleanup_every: config.security.cleanup_every,
             },
             metrics.clone(),
         ));
@@ -71,6 +76,9 @@ impl App {
                 accounts,
                 store,
                 metrics,
+                keys,
+                trusted_proxies: Arc::new(config.security.trusted_proxies.clone()),
+                max_document_bytes: config.limits.max_document_bytes,
             },
             &HttpConfig {
                 max_body_bytes: config.limits.max_body_bytes,
@@ -125,6 +133,23 @@ impl App {
         tracing::info!("authql stopped");
         Ok(())
     }
+}
+
+/// Re-reads the signing keys every minute, so keys rotated elsewhere reach
+/// this instance; stops when the app is gone.
+fn spawn_key_reloader(keys: &Arc<KeyRing>) {
+    let keys = Arc::downgrade(keys);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(keys::RELOAD_EVERY);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(keys) = keys.upgrade() else { break };
+            if let Err(e) = keys.reload().await {
+                tracing::warn!(error = %e, "signing keys could not be reloaded");
+            }
+        }
+    });
 }
 
 /// Connects and, unless disabled, applies pending migrations.

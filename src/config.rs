@@ -32,6 +32,34 @@ pub enum Command {
     Migrate(MigrateConfig),
     /// Print the GraphQL schema (SDL) that `schema.graphql` must equal.
     PrintSchema,
+    /// Manage access-token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key of AUTHQL_JWT_ALGORITHM. Running instances sign
+    /// with it within a minute; older keys verify until their tokens expire.
+    Rotate(KeysConfig),
+    /// List the stored signing keys.
+    List(KeysConfig),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeysConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
+    /// Algorithm of the new key.
+    #[arg(
+        long,
+        env = "AUTHQL_JWT_ALGORITHM",
+        default_value = "HS256",
+        ignore_case = true
+    )]
+    pub jwt_algorithm: JwtAlgorithm,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -79,6 +107,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub limits: LimitsConfig,
+
+    #[command(flatten)]
+    pub security: SecurityConfig,
 
     /// Region (ISO 3166 code such as `RU`) for phone numbers written without `+`.
     /// Without it such numbers are refused.
@@ -155,6 +186,15 @@ pub struct TokenConfig {
     /// generated on first start and kept in the database.
     #[arg(long, env = "AUTHQL_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
+    /// Access-token signing algorithm: `HS256` (shared secret) or `EdDSA`
+    /// (Ed25519; public keys at /.well-known/jwks.json).
+    #[arg(
+        long,
+        env = "AUTHQL_JWT_ALGORITHM",
+        default_value = "HS256",
+        ignore_case = true
+    )]
+    pub jwt_algorithm: JwtAlgorithm,
     /// Access-token lifetime.
     #[arg(long, env = "AUTHQL_ACCESS_TTL", default_value = "15m", value_parser = parse_duration)]
     pub access_ttl: Duration,
@@ -174,6 +214,83 @@ pub struct TokenConfig {
     /// again gets the same successor instead of tripping reuse detection (at most 5s).
     #[arg(long, env = "AUTHQL_REFRESH_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub refresh_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    #[value(name = "HS256")]
+    Hs256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+/// Abuse resistance: rate limits, sign-in throttling, proxies, cleanup.
+#[derive(Debug, Clone, Args)]
+pub struct SecurityConfig {
+    /// createToken calls per client address per window (`N/duration`, `off`).
+    #[arg(long, env = "AUTHQL_RATE_SIGN_IN", default_value = "100/5m")]
+    pub rate_sign_in: RateLimit,
+    /// signUp calls per client address per window.
+    #[arg(long, env = "AUTHQL_RATE_SIGN_UP", default_value = "20/10m")]
+    pub rate_sign_up: RateLimit,
+    /// refreshToken calls per client address per window.
+    #[arg(long, env = "AUTHQL_RATE_REFRESH", default_value = "300/5m")]
+    pub rate_refresh: RateLimit,
+    /// Consecutive failed sign-ins for one login from one address before each
+    /// further attempt must wait (1s, doubling per failure).
+    #[arg(long, env = "AUTHQL_LOGIN_FREE_FAILURES", default_value_t = 5)]
+    pub login_free_failures: u32,
+    /// Longest wait imposed on one login from one address.
+    #[arg(long, env = "AUTHQL_LOGIN_MAX_DELAY", default_value = "1h", value_parser = parse_duration)]
+    pub login_max_delay: Duration,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
+    /// Empty (the default): the socket's peer address is the client.
+    #[arg(long, env = "AUTHQL_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Delete expired and revoked sessions and stale counters in a small batch
+    /// after every N-th session-creating call (0: never).
+    #[arg(long, env = "AUTHQL_CLEANUP_EVERY", default_value_t = 64)]
+    pub cleanup_every: u64,
+}
+
+/// `N/duration`, e.g. `100/5m`; `off` disables the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub max: u32,
+    pub window: Duration,
+}
+
+impl RateLimit {
+    pub const OFF: RateLimit = RateLimit {
+        max: 0,
+        window: Duration::ZERO,
+    };
+    pub fn is_off(&self) -> bool {
+        self.max == 0
+    }
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(Self::OFF);
+        }
+        let (max, window) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected N/duration, e.g. 100/5m, or off"))?;
+        let max = max
+            .trim()
+            .parse::<u32>()
+            .map_err(|e| format!("{s:?}: bad count: {e}"))?;
+        let window = parse_duration(window)?;
+        if max == 0 || window < Duration::from_secs(1) {
+            return Err(format!(
+                "{s:?}: count and window must be positive (or use off)"
+            ));
+        }
+        Ok(Self { max, window })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -200,6 +317,9 @@ pub struct LimitsConfig {
     /// Deepest accepted GraphQL document.
     #[arg(long, env = "AUTHQL_MAX_DEPTH", default_value_t = 20)]
     pub max_depth: usize,
+    /// Longest accepted GraphQL document (the query text), in bytes.
+    #[arg(long, env = "AUTHQL_MAX_DOCUMENT_BYTES", default_value_t = 64 * 1024)]
+    pub max_document_bytes: usize,
     /// Highest accepted GraphQL complexity (one point per field).
     #[arg(long, env = "AUTHQL_MAX_COMPLEXITY", default_value_t = 500)]
     pub max_complexity: usize,
@@ -237,6 +357,9 @@ impl ServeConfig {
                     "AUTHQL_PHONE_REGION={region:?} is not an ISO 3166 region code such as RU"
                 ));
             }
+        }
+        if self.security.login_max_delay < Duration::from_secs(1) {
+            return Err("AUTHQL_LOGIN_MAX_DELAY must be at least 1s".into());
         }
         if self.passwords.hash_concurrency == Some(0) || self.database.max_connections == 0 {
             return Err(
@@ -316,6 +439,21 @@ mod tests {
             !format!("{c:?}").contains("short"),
             "secret leaked into Debug"
         );
+    }
+
+    #[test]
+    fn rate_limits_parse() {
+        assert_eq!(
+            "100/5m".parse::<RateLimit>(),
+            Ok(RateLimit {
+                max: 100,
+                window: Duration::from_secs(300)
+            })
+        );
+        assert!("off".parse::<RateLimit>().expect("off").is_off());
+        assert!("0/5m".parse::<RateLimit>().is_err());
+        assert!("100".parse::<RateLimit>().is_err());
+        assert!("x/5m".parse::<RateLimit>().is_err());
     }
 
     #[test]

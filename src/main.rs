@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use authql::config::{Cli, Command};
+use authql::config::{Cli, Command, KeysCommand};
 use authql::{app, graphql, telemetry, App};
 use clap::Parser as _;
 
@@ -23,6 +23,31 @@ async fn main() -> ExitCode {
             app::open_database(&config.database, true)
                 .await
                 .map(|_| tracing::info!("migrations applied"))
+        }
+        Command::Keys(KeysCommand::Rotate(config)) => {
+            telemetry::init(&config.log);
+            match app::open_database(&config.database, true).await {
+                Ok(store) => authql::auth::keys::rotate(store.as_ref(), config.jwt_algorithm)
+                    .await
+                    .map(|kid| println!("{kid}")),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Keys(KeysCommand::List(config)) => {
+            telemetry::init(&config.log);
+            match app::open_database(&config.database, true).await {
+                Ok(store) => store.signing_keys().await.map_err(Into::into).map(|keys| {
+                    for key in keys {
+                        println!(
+                            "{}\t{}\t{}",
+                            key.kid,
+                            key.algorithm,
+                            key.created_at.to_rfc3339()
+                        );
+                    }
+                }),
+                Err(e) => Err(e),
+            }
         }
         Command::PrintSchema => {
             print!("{}", graphql::sdl());

@@ -37,6 +37,12 @@ pub struct Metrics {
     latency: HistogramFamily<OperationOnly>,
     sign_ins: Family<ResultLabels, Counter>,
     hash_wait: Histogram,
+    security_events: Family<KindLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
 }
 
 impl Default for Metrics {
@@ -73,8 +79,15 @@ impl Metrics {
             "Time an argon2 hash or verify waited for a free hashing slot",
             hash_wait.clone(),
         );
+        let security_events = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "security_events",
+            "Security events (also in the security_events table) by kind",
+            security_events.clone(),
+        );
         Self {
             registry,
+            security_events,
             requests,
             latency,
             sign_ins,
@@ -100,6 +113,14 @@ impl Metrics {
         self.sign_ins
             .get_or_create(&ResultLabels {
                 result: if success { "success" } else { "failure" }.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn security_event(&self, kind: &str) {
+        self.security_events
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
             })
             .inc();
     }

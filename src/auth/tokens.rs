@@ -8,17 +8,19 @@
 //! HMAC, so a racing client that presents the same token twice inside the
 //! grace window can be given the same successor without storing it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, Header, Validation};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::KeyRing;
 use crate::config::TokenConfig;
 
 /// The JOSE `typ` of access tokens (RFC 9068).
@@ -26,33 +28,6 @@ pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 pub const TOKEN_TYPE_ACCESS: &str = "access";
 /// Bytes of randomness in a refresh token.
 const REFRESH_TOKEN_BYTES: usize = 32;
-
-/// One HMAC signing key with its public id.
-#[derive(Clone)]
-pub struct SigningKey {
-    pub kid: String,
-    secret: Vec<u8>,
-}
-
-impl SigningKey {
-    pub fn hs256(secret: Vec<u8>) -> Self {
-        // The kid names the key without revealing it: a hash of the key, cut short.
-        let digest = Sha256::new()
-            .chain_update(b"authql kid v1\0")
-            .chain_update(&secret)
-            .finalize();
-        let kid = format!("hs256-{}", &hex(&digest)[..16]);
-        Self { kid, secret }
-    }
-}
-
-impl std::fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,32 +62,41 @@ pub enum TokenRejected {
 }
 
 pub struct TokenService {
-    key: SigningKey,
+    keys: Arc<KeyRing>,
     refresh_key: Vec<u8>,
     issuer: String,
     audience: String,
     access_ttl: Duration,
-    validation: Validation,
+    hs256: Validation,
+    eddsa: Validation,
 }
 
 impl TokenService {
     /// `refresh_key` keys the successor derivation of refresh tokens.
-    pub fn new(config: &TokenConfig, key: SigningKey, refresh_key: Vec<u8>) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[&config.jwt_issuer]);
-        validation.set_audience(&[&config.jwt_audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.leeway = config.jwt_leeway.as_secs();
+    pub fn new(config: &TokenConfig, keys: Arc<KeyRing>, refresh_key: Vec<u8>) -> Self {
+        let validation = |algorithm| {
+            let mut v = Validation::new(algorithm);
+            v.set_issuer(&[&config.jwt_issuer]);
+            v.set_audience(&[&config.jwt_audience]);
+            v.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+            v.validate_exp = true;
+            v.validate_nbf = true;
+            v.leeway = config.jwt_leeway.as_secs();
+            v
+        };
         Self {
-            key,
+            keys,
             refresh_key,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
             access_ttl: config.access_ttl,
-            validation,
+            hs256: validation(Algorithm::HS256),
+            eddsa: validation(Algorithm::EdDSA),
         }
+    }
+
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
     }
 
     pub fn access_ttl(&self) -> Duration {
@@ -138,14 +122,11 @@ impl TokenService {
             token_type: TOKEN_TYPE_ACCESS.to_owned(),
             roles: Vec::new(),
         };
-        let mut header = Header::new(Algorithm::HS256);
+        let key = self.keys.current();
+        let mut header = Header::new(key.algorithm);
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
-        header.kid = Some(self.key.kid.clone());
-        jsonwebtoken::encode(
-            &header,
-            &claims,
-            &EncodingKey::from_secret(&self.key.secret),
-        )
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, &claims, key.encoding())
     }
 
     /// Verifies an access token and returns `(user id, claims)`.
@@ -157,15 +138,18 @@ impl TokenService {
         if !typ_ok {
             return Err(TokenRejected::WrongTyp);
         }
-        if header.kid.as_deref() != Some(self.key.kid.as_str()) {
-            return Err(TokenRejected::UnknownKey);
-        }
-        let data = jsonwebtoken::decode::<AccessClaims>(
-            token,
-            &DecodingKey::from_secret(&self.key.secret),
-            &self.validation,
-        )
-        .map_err(|e| TokenRejected::Invalid(e.to_string()))?;
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.keys.get(kid))
+            .ok_or(TokenRejected::UnknownKey)?;
+        // The key decides the algorithm; the header must agree with it.
+        let validation = match key.algorithm {
+            Algorithm::EdDSA => &self.eddsa,
+            _ => &self.hs256,
+        };
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key.decoding(), validation)
+            .map_err(|e| TokenRejected::Invalid(e.to_string()))?;
         let claims = data.claims;
         if claims.token_type != TOKEN_TYPE_ACCESS {
             return Err(TokenRejected::WrongTokenType);
@@ -219,10 +203,6 @@ pub fn decode_key_b64(value: &str) -> Option<Vec<u8>> {
         .filter(|k| k.len() >= 32)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,19 +215,33 @@ mod tests {
             .tokens
     }
 
-    fn service(cfg: &TokenConfig, secret: &[u8]) -> TokenService {
-        TokenService::new(
-            cfg,
-            SigningKey::hs256(secret.to_vec()),
-            b"refresh-key".to_vec(),
-        )
+    /// A token service over a throwaway SQLite store, keyed by `secret`.
+    async fn service(cfg: &TokenConfig, secret: &[u8]) -> (TokenService, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut db = crate::config::Cli::try_parse_from(["authql"])
+            .expect("defaults")
+            .serve
+            .database;
+        db.url = format!("sqlite://{}/t.db", dir.path().display());
+        let store: Arc<dyn crate::storage::Store> = Arc::new(
+            crate::storage::SqliteStore::connect(&db)
+                .await
+                .expect("store"),
+        );
+        store.migrate().await.expect("migrate");
+        let mut cfg = cfg.clone();
+        cfg.jwt_secret = Some(crate::config::Secret::new(
+            String::from_utf8(secret.to_vec()).expect("utf-8"),
+        ));
+        let keys = Arc::new(KeyRing::load(store, &cfg).await.expect("keys"));
+        (TokenService::new(&cfg, keys, b"refresh-key".to_vec()), dir)
     }
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
-    #[test]
-    fn round_trip_and_header() {
-        let tokens = service(&config(), SECRET);
+    #[tokio::test]
+    async fn round_trip_and_header() {
+        let (tokens, _dir_tokens) = service(&config(), SECRET).await;
         let jwt = tokens.issue_access(42, "sess", Utc::now()).expect("issue");
         let header = jsonwebtoken::decode_header(&jwt).expect("header");
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
@@ -260,11 +254,11 @@ mod tests {
         assert_eq!(claims.roles, Vec::<String>::new());
     }
 
-    #[test]
-    fn refuses_tampering() {
+    #[tokio::test]
+    async fn refuses_tampering() {
         let cfg = config();
-        let tokens = service(&cfg, SECRET);
-        let other = service(&cfg, b"another-secret-another-secret-xx");
+        let (tokens, _dir_tokens) = service(&cfg, SECRET).await;
+        let (other, _dir_other) = service(&cfg, b"another-secret-another-secret-xx").await;
         let forged = other.issue_access(1, "s", Utc::now()).expect("issue");
         assert_eq!(
             tokens.verify_access(&forged),
@@ -298,18 +292,16 @@ mod tests {
         // Wrong issuer / audience.
         let mut cfg2 = config();
         cfg2.jwt_issuer = "someone-else".into();
-        let foreign = service(&cfg2, SECRET)
-            .issue_access(1, "s", Utc::now())
-            .expect("issue");
+        let (issuer, _dir) = service(&cfg2, SECRET).await;
+        let foreign = issuer.issue_access(1, "s", Utc::now()).expect("issue");
         assert!(matches!(
             tokens.verify_access(&foreign),
             Err(TokenRejected::Invalid(_))
         ));
         let mut cfg3 = config();
         cfg3.jwt_audience = "other-app".into();
-        let foreign = service(&cfg3, SECRET)
-            .issue_access(1, "s", Utc::now())
-            .expect("issue");
+        let (issuer, _dir) = service(&cfg3, SECRET).await;
+        let foreign = issuer.issue_access(1, "s", Utc::now()).expect("issue");
         assert!(matches!(
             tokens.verify_access(&foreign),
             Err(TokenRejected::Invalid(_))
@@ -323,9 +315,9 @@ mod tests {
         assert_eq!(tokens.verify_access(""), Err(TokenRejected::Malformed));
     }
 
-    #[test]
-    fn refresh_tokens() {
-        let tokens = service(&config(), SECRET);
+    #[tokio::test]
+    async fn refresh_tokens() {
+        let (tokens, _dir_tokens) = service(&config(), SECRET).await;
         let a = tokens.new_refresh_token();
         let b = tokens.new_refresh_token();
         assert_ne!(a, b);

@@ -4,7 +4,7 @@ use async_graphql::{Context, ErrorExtensions as _, Object, Result};
 
 use super::types::{AuthPayload, CreateTokenInput, SignUpInput};
 use crate::domain::Password;
-use crate::service::AccountService;
+use crate::service::{AccountService, ClientAddr, Viewer};
 
 pub struct Mutation;
 
@@ -13,9 +13,9 @@ impl Mutation {
     /// Register a new user (with optional cars) and sign them in.
     /// Broken rules: VALIDATION with every problem in `extensions.fields`.
     async fn sign_up(&self, ctx: &Context<'_>, input: SignUpInput) -> Result<AuthPayload> {
-        let accounts = ctx.data::<Arc<AccountService>>()?;
+        let (accounts, client) = services(ctx)?;
         accounts
-            .sign_up(input.into())
+            .sign_up(input.into(), client)
             .await
             .map(Into::into)
             .map_err(|e| e.extend())
@@ -28,9 +28,9 @@ impl Mutation {
         ctx: &Context<'_>,
         input: CreateTokenInput,
     ) -> Result<AuthPayload> {
-        let accounts = ctx.data::<Arc<AccountService>>()?;
+        let (accounts, client) = services(ctx)?;
         accounts
-            .sign_in(&input.login, Password::new(input.password))
+            .sign_in(&input.login, Password::new(input.password), client)
             .await
             .map(Into::into)
             .map_err(|e| e.extend())
@@ -40,9 +40,9 @@ impl Mutation {
     /// consumed (rotation); presenting a consumed one again revokes the whole
     /// session family (reuse detection). Failure: INVALID_REFRESH_TOKEN.
     async fn refresh_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<AuthPayload> {
-        let accounts = ctx.data::<Arc<AccountService>>()?;
+        let (accounts, client) = services(ctx)?;
         accounts
-            .refresh(&refresh_token)
+            .refresh(&refresh_token, client)
             .await
             .map(Into::into)
             .map_err(|e| e.extend())
@@ -51,11 +51,31 @@ impl Mutation {
     /// Sign out: revoke the session that this refresh token belongs to.
     /// Returns true also when it was already revoked (idempotent).
     async fn revoke_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool> {
-        let accounts = ctx.data::<Arc<AccountService>>()?;
+        let (accounts, client) = services(ctx)?;
         accounts
-            .revoke(&refresh_token)
+            .revoke(&refresh_token, client)
             .await
             .map(|()| true)
             .map_err(|e| e.extend())
     }
+
+    /// Sign out on every device: revoke all sessions of the signed-in user
+    /// and end all their access tokens. Needs `Authorization: Bearer`.
+    /// Returns true.
+    async fn sign_out_everywhere(&self, ctx: &Context<'_>) -> Result<bool> {
+        let (accounts, client) = services(ctx)?;
+        let viewer = ctx.data_opt::<Viewer>().unwrap_or(&Viewer::Anonymous);
+        accounts
+            .sign_out_everywhere(viewer, client)
+            .await
+            .map(|_| true)
+            .map_err(|e| e.extend())
+    }
+}
+
+/// The account service and the caller's address, from the request data.
+fn services<'a>(ctx: &Context<'a>) -> Result<(&'a Arc<AccountService>, std::net::IpAddr)> {
+    let accounts = ctx.data::<Arc<AccountService>>()?;
+    let client = ctx.data::<ClientAddr>()?.0;
+    Ok((accounts, client))
 }

@@ -23,8 +23,9 @@ use crate::error::{with_code, GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED};
 use crate::metrics::Metrics;
 
 /// Root field names that may appear in a metrics label.
-const KNOWN_ROOT_FIELDS: [&str; 8] = [
+const KNOWN_ROOT_FIELDS: [&str; 9] = [
     "me",
+    "signOutEverywhere",
     "signUp",
     "createToken",
     "refreshToken",

@@ -5,7 +5,7 @@
 //! of a plain-text rejection. The caller's bearer token is decoded once into a
 //! [`Viewer`] and a DataLoader is built per request.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
@@ -17,10 +17,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{graphiql, AppState, ClientAddr};
+use super::{graphiql, AppState};
 use crate::error::{with_code, BAD_REQUEST, GRAPHQL_VALIDATION_FAILED};
 use crate::graphql::CarLoader;
-use crate::service::Viewer;
+use crate::service::{ClientAddr, Viewer};
 
 pub async fn post(
     State(state): State<AppState>,
@@ -115,10 +115,20 @@ async fn execute(
     headers: &HeaderMap,
     request: async_graphql::Request,
 ) -> Response {
-    let viewer: Viewer = state.accounts.authenticate(bearer_token(headers));
+    if request.query.len() > state.max_document_bytes {
+        return http_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "GraphQL document longer than {} bytes",
+                state.max_document_bytes
+            ),
+        );
+    }
+    let viewer: Viewer = state.accounts.authenticate(bearer_token(headers)).await;
+    let client = client_addr(peer.ip(), headers, &state.trusted_proxies);
     let request = request
         .data(viewer)
-        .data(ClientAddr(peer.ip()))
+        .data(ClientAddr(client))
         .data(DataLoader::new(
             CarLoader::new(state.accounts.clone()),
             tokio::spawn,
@@ -144,6 +154,32 @@ async fn execute(
         }
     }
     Json(response).into_response()
+}
+
+/// The client's address. `X-Forwarded-For` is believed only from trusted
+/// proxies: walking it from the right, the first address that is not a
+/// trusted proxy is the client (entries further left are client-supplied).
+fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(value) = value.to_str() else {
+            return client;
+        };
+        for hop in value.rsplit(',') {
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+                return client;
+            };
+            client = ip;
+            if !is_trusted(&ip) {
+                return client;
+            }
+        }
+    }
+    client
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -198,4 +234,47 @@ pub fn http_error(status: StatusCode, message: &str) -> Response {
         "errors": [{ "message": message, "extensions": { "code": code } }]
     });
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", v.parse().expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.5".parse().expect("ip");
+        let stranger: IpAddr = "203.0.113.9".parse().expect("ip");
+        let trusted = vec!["10.0.0.0/8".parse().expect("net")];
+        let h = headers(&["198.51.100.7, 10.0.0.4"]);
+        assert_eq!(
+            client_addr(stranger, &h, &trusted),
+            stranger,
+            "untrusted peer"
+        );
+        assert_eq!(
+            client_addr(proxy, &h, &[]),
+            proxy,
+            "no proxies trusted by default"
+        );
+        assert_eq!(
+            client_addr(proxy, &h, &trusted),
+            "198.51.100.7".parse::<IpAddr>().expect("ip")
+        );
+        // A client-supplied left part cannot override what the proxy saw.
+        let spoofed = headers(&["1.2.3.4, 198.51.100.7"]);
+        assert_eq!(
+            client_addr(proxy, &spoofed, &trusted),
+            "198.51.100.7".parse::<IpAddr>().expect("ip")
+        );
+        let garbage = headers(&["not-an-ip"]);
+        assert_eq!(client_addr(proxy, &garbage, &trusted), proxy);
+    }
 }

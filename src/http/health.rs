@@ -1,4 +1,4 @@
-//! Liveness, readiness and metrics endpoints for orchestrators and Prometheus.
+//! Liveness, readiness, metrics and the public signing keys (JWKS).
 
 use std::time::Duration;
 
@@ -45,6 +45,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// The public keys that verify access tokens (RFC 7517). Empty with HS256:
+/// shared secrets are never published.
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        Json(state.keys.jwks()),
     )
         .into_response()
 }

@@ -5,7 +5,6 @@ mod graphiql;
 mod graphql;
 mod health;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,14 +17,11 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::KeyRing;
 use crate::graphql::AppSchema;
 use crate::metrics::Metrics;
 use crate::service::AccountService;
 use crate::storage::Store;
-
-/// The client's address as the socket saw it.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub IpAddr);
 
 #[derive(Clone)]
 pub struct AppState {
@@ -33,6 +29,9 @@ pub struct AppState {
     pub accounts: Arc<AccountService>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    pub keys: Arc<KeyRing>,
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    pub max_document_bytes: usize,
 }
 
 pub struct HttpConfig {
@@ -48,6 +47,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/.well-known/jwks.json", get(health::jwks))
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))

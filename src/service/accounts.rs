@@ -2,12 +2,16 @@
 //! is. Resolvers call these and nothing else; these call the [`Store`], the
 //! [`PasswordHasher`] and the [`TokenService`].
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
-use crate::auth::tokens::{is_well_formed_refresh_token, refresh_token_hash};
+use super::audit::{self, Audit};
+use super::throttle::{Action, Throttle};
+use crate::auth::tokens::{is_well_formed_refresh_token, refresh_token_hash, TokenRejected};
 use crate::auth::{PasswordHasher, TokenService, Verified};
 use crate::domain::{match_key, Password, SignUpForm, SignUpRules};
 use crate::error::{AuthError, FieldCode, FieldError};
@@ -30,6 +34,7 @@ pub enum Viewer {
     Authenticated {
         user_id: i64,
         session_id: String,
+        issued_at: DateTime<Utc>,
     },
     /// A bearer token was sent but refused (bad signature, expired, ...).
     Rejected,
@@ -48,9 +53,13 @@ pub struct AccountService {
     store: Arc<dyn Store>,
     hasher: PasswordHasher,
     tokens: TokenService,
+    throttle: Throttle,
+    audit: Audit,
     rules: SignUpRules,
     refresh_ttl: Duration,
     refresh_grace: Duration,
+    cleanup_every: u64,
+    sessions_opened: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -58,7 +67,14 @@ pub struct AccountSettings {
     pub rules: SignUpRules,
     pub refresh_ttl: Duration,
     pub refresh_grace: Duration,
+    pub throttle: Throttle,
+    pub cleanup_every: u64,
 }
+
+/// Revoked sessions and stale counters are kept this long before cleanup.
+const RETENTION: chrono::Duration = chrono::Duration::days(1);
+/// Rows of each kind deleted by one cleanup batch.
+const CLEANUP_BATCH: i64 = 500;
 
 impl AccountService {
     pub fn new(
@@ -69,17 +85,33 @@ impl AccountService {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            audit: Audit::new(store.clone(), metrics.clone()),
             store,
             hasher,
             tokens,
+            throttle: settings.throttle,
             rules: settings.rules,
             refresh_ttl: settings.refresh_ttl,
             refresh_grace: settings.refresh_grace,
+            cleanup_every: settings.cleanup_every,
+            sessions_opened: AtomicU64::new(0),
             metrics,
         }
     }
 
-    pub async fn sign_up(&self, form: SignUpForm) -> Result<SignedIn, AuthError> {
+    /// Counts an attempt against the address's limit, auditing a refusal.
+    async fn attempt(&self, action: Action, client: IpAddr) -> Result<(), AuthError> {
+        let result = self.throttle.attempt(action, client).await;
+        if let Err(AuthError::RateLimited { .. }) = &result {
+            self.audit
+                .record(audit::RATE_LIMITED, None, client, Some(action.name()))
+                .await;
+        }
+        result
+    }
+
+    pub async fn sign_up(&self, form: SignUpForm, client: IpAddr) -> Result<SignedIn, AuthError> {
+        self.attempt(Action::SignUp, client).await?;
         // Uniqueness is reported together with every other problem. The match
         // keys of the raw input equal those of the validated input (the key
         // trims and case-folds), so the check need not wait for validation.
@@ -118,53 +150,83 @@ impl AccountService {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(user_id = record.id, "user signed up");
+        self.audit
+            .record(audit::SIGN_UP, Some(record.id), client, None)
+            .await;
         self.open_session(record).await
     }
 
     /// Sign-in by username or e-mail. Unknown login and wrong password give
     /// the same error after the same work (one argon2 verify).
-    pub async fn sign_in(&self, login: &str, password: Password) -> Result<SignedIn, AuthError> {
-        let found = self.store.credentials(&match_key(login)).await?;
-        let Some(credentials) = found else {
-            self.hasher.verify_dummy(&password).await?;
+    pub async fn sign_in(
+        &self,
+        login: &str,
+        password: Password,
+        client: IpAddr,
+    ) -> Result<SignedIn, AuthError> {
+        self.attempt(Action::SignIn, client).await?;
+        let login_key = match_key(login);
+        if let Err(e) = self.throttle.check_login(&login_key, client).await {
             self.metrics.sign_in(false);
-            tracing::info!(reason = "unknown login", "sign-in refused");
+            self.audit
+                .record(
+                    audit::RATE_LIMITED,
+                    None,
+                    client,
+                    Some("sign-in wait after failures"),
+                )
+                .await;
+            return Err(e);
+        }
+        let found = self.store.credentials(&login_key).await?;
+        let verified = match &found {
+            Some(credentials) => {
+                self.hasher
+                    .verify(&password, &credentials.password_hash)
+                    .await?
+            }
+            None => {
+                self.hasher.verify_dummy(&password).await?;
+                Verified::No
+            }
+        };
+        let (Verified::Yes { needs_rehash }, Some(credentials)) = (verified, found.as_ref()) else {
+            let user_id = found.as_ref().map(|c| c.user.id);
+            let reason = if user_id.is_some() {
+                "wrong password"
+            } else {
+                "unknown login"
+            };
+            self.metrics.sign_in(false);
+            tracing::info!(user_id, reason, "sign-in refused");
+            self.audit
+                .record(audit::SIGN_IN_FAILED, user_id, client, Some(reason))
+                .await;
+            self.throttle.login_failed(&login_key, client).await?;
             return Err(AuthError::InvalidCredentials);
         };
-        match self
-            .hasher
-            .verify(&password, &credentials.password_hash)
-            .await?
-        {
-            Verified::No => {
-                self.metrics.sign_in(false);
-                tracing::info!(
-                    user_id = credentials.user.id,
-                    reason = "wrong password",
-                    "sign-in refused"
-                );
-                Err(AuthError::InvalidCredentials)
-            }
-            Verified::Yes { needs_rehash } => {
-                if needs_rehash {
-                    let hash = self.hasher.hash(&password).await?;
-                    self.store
-                        .set_password_hash(credentials.user.id, &hash)
-                        .await?;
-                    tracing::info!(
-                        user_id = credentials.user.id,
-                        "password re-hashed with current parameters"
-                    );
-                }
-                self.metrics.sign_in(true);
-                tracing::info!(user_id = credentials.user.id, "signed in");
-                self.open_session(credentials.user).await
-            }
+        let user_id = credentials.user.id;
+        if needs_rehash {
+            let hash = self.hasher.hash(&password).await?;
+            self.store.set_password_hash(user_id, &hash).await?;
+            tracing::info!(user_id, "password re-hashed with current parameters");
         }
+        self.throttle.login_succeeded(&login_key, client).await?;
+        self.metrics.sign_in(true);
+        tracing::info!(user_id, "signed in");
+        self.audit
+            .record(audit::SIGN_IN, Some(user_id), client, None)
+            .await;
+        self.open_session(credentials.user.clone()).await
     }
 
     /// Rotates a refresh token: the old one is consumed, a new pair issued.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<SignedIn, AuthError> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        client: IpAddr,
+    ) -> Result<SignedIn, AuthError> {
+        self.attempt(Action::Refresh, client).await?;
         if !is_well_formed_refresh_token(refresh_token) {
             return Err(AuthError::InvalidRefreshToken);
         }
@@ -181,12 +243,20 @@ impl AccountService {
             RotationOutcome::Rotated {
                 user_id,
                 session_id,
-            } => (user_id, session_id),
+            } => {
+                self.audit
+                    .record(audit::REFRESH, Some(user_id), client, None)
+                    .await;
+                (user_id, session_id)
+            }
             RotationOutcome::Replayed {
                 user_id,
                 session_id,
             } => {
                 tracing::info!(user_id, "refresh token replayed inside the grace window");
+                self.audit
+                    .record(audit::REFRESH_REPLAYED, Some(user_id), client, None)
+                    .await;
                 (user_id, session_id)
             }
             RotationOutcome::ReuseDetected {
@@ -198,13 +268,21 @@ impl AccountService {
                     session_id,
                     "refresh token reuse detected: session revoked"
                 );
+                self.audit
+                    .record(
+                        audit::REUSE_DETECTED,
+                        Some(user_id),
+                        client,
+                        Some(&session_id),
+                    )
+                    .await;
                 return Err(AuthError::InvalidRefreshToken);
             }
             RotationOutcome::Invalid => return Err(AuthError::InvalidRefreshToken),
         };
         let user = self
             .store
-            .session_user(user_id, &session_id)
+            .session_user(user_id, &session_id, now)
             .await?
             .ok_or(AuthError::InvalidRefreshToken)?;
         Ok(SignedIn {
@@ -217,7 +295,7 @@ impl AccountService {
 
     /// Revokes the whole family of a refresh token (current or consumed).
     /// Idempotent: an already revoked family answers Ok again.
-    pub async fn revoke(&self, refresh_token: &str) -> Result<(), AuthError> {
+    pub async fn revoke(&self, refresh_token: &str, client: IpAddr) -> Result<(), AuthError> {
         if !is_well_formed_refresh_token(refresh_token) {
             return Err(AuthError::InvalidRefreshToken);
         }
@@ -228,21 +306,32 @@ impl AccountService {
         {
             Some(user_id) => {
                 tracing::info!(user_id, "session revoked");
+                self.audit
+                    .record(audit::REVOKE, Some(user_id), client, None)
+                    .await;
                 Ok(())
             }
             None => Err(AuthError::InvalidRefreshToken),
         }
     }
 
-    /// Decodes a bearer token; no database access.
-    pub fn authenticate(&self, bearer: Option<&str>) -> Viewer {
+    /// Decodes a bearer token. No database access, except to re-read the
+    /// signing keys when a token names one this instance does not know yet.
+    pub async fn authenticate(&self, bearer: Option<&str>) -> Viewer {
         let Some(token) = bearer else {
             return Viewer::Anonymous;
         };
-        match self.tokens.verify_access(token) {
+        let mut verified = self.tokens.verify_access(token);
+        if verified == Err(TokenRejected::UnknownKey)
+            && self.tokens.keys().reload_after_miss().await
+        {
+            verified = self.tokens.verify_access(token);
+        }
+        match verified {
             Ok((user_id, claims)) => Viewer::Authenticated {
                 user_id,
                 session_id: claims.sid,
+                issued_at: DateTime::from_timestamp(claims.iat, 0).unwrap_or_default(),
             },
             Err(reason) => {
                 tracing::debug!(%reason, "access token refused");
@@ -251,19 +340,40 @@ impl AccountService {
         }
     }
 
-    /// The signed-in user. A revoked session ends its access tokens at once.
+    /// The signed-in user. A revoked session (sign-out, reuse detection,
+    /// sign-out everywhere) ends its access tokens at once.
     pub async fn me(&self, viewer: &Viewer) -> Result<UserRecord, AuthError> {
         let Viewer::Authenticated {
             user_id,
             session_id,
+            issued_at,
         } = viewer
         else {
             return Err(AuthError::Unauthenticated);
         };
         self.store
-            .session_user(*user_id, session_id)
+            .session_user(*user_id, session_id, *issued_at)
             .await?
             .ok_or(AuthError::Unauthenticated)
+    }
+
+    /// Revokes every session of the signed-in user and ends all their
+    /// access tokens. Returns how many sessions were live.
+    pub async fn sign_out_everywhere(
+        &self,
+        viewer: &Viewer,
+        client: IpAddr,
+    ) -> Result<u64, AuthError> {
+        let user = self.me(viewer).await?;
+        // Whole seconds, as `iat` is: a token issued later in this second
+        // must not be refused (older ones die with their revoked sessions).
+        let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_default();
+        let revoked = self.store.revoke_user_sessions(user.id, now).await?;
+        tracing::info!(user_id = user.id, revoked, "signed out everywhere");
+        self.audit
+            .record(audit::SIGN_OUT_EVERYWHERE, Some(user.id), client, None)
+            .await;
+        Ok(revoked)
     }
 
     pub async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<CarRecord>, AuthError> {
@@ -281,12 +391,37 @@ impl AccountService {
             expires_at: now + self.refresh_ttl,
         };
         self.store.create_session(&session).await?;
+        self.maybe_clean_up();
         Ok(SignedIn {
             access_token: self.access_token(user.id, &session.id)?,
             refresh_token,
             expires_in: self.tokens.access_ttl(),
             user,
         })
+    }
+
+    /// Every `cleanup_every`-th new session, deletes one small batch of
+    /// expired and revoked rows in the background: tables stay bounded
+    /// without a cron job, and no request waits for it.
+    fn maybe_clean_up(&self) {
+        if self.cleanup_every == 0 {
+            return;
+        }
+        let n = self.sessions_opened.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % self.cleanup_every != 0 {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let now = Utc::now();
+            match store
+                .cleanup(now, now - RETENTION, now - RETENTION, CLEANUP_BATCH)
+                .await
+            {
+                Ok(done) => tracing::debug!(?done, "cleanup batch"),
+                Err(e) => tracing::warn!(error = %e, "cleanup batch failed"),
+            }
+        });
     }
 
     fn access_token(&self, user_id: i64, session_id: &str) -> Result<String, AuthError> {

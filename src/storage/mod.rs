@@ -123,6 +123,42 @@ pub enum RotationOutcome {
     Invalid,
 }
 
+/// One entry of the append-only audit trail. Never a password or token.
+#[derive(Debug, Clone)]
+pub struct SecurityEvent {
+    pub at: DateTime<Utc>,
+    pub kind: &'static str,
+    pub user_id: Option<i64>,
+    pub client_addr: Option<String>,
+    /// Internal reason (e.g. "wrong password"); never shown to clients.
+    pub detail: Option<String>,
+}
+
+/// The failure streak of one (login, client address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginFailures {
+    pub failures: i64,
+    pub blocked_until: Option<DateTime<Utc>>,
+}
+
+/// A key made by `authql keys rotate`.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub kid: String,
+    pub algorithm: String,
+    /// base64: the HMAC key, or the Ed25519 PKCS#8 document.
+    pub material: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Rows removed by one cleanup batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    pub sessions: u64,
+    pub refresh_tokens: u64,
+    pub counters: u64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip for `/readyz`.
@@ -147,12 +183,21 @@ pub trait Store: Send + Sync + 'static {
     /// wins over an e-mail match (a username may look like an address).
     async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError>;
     async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> Result<(), StoreError>;
-    /// The user, if the session is theirs and not revoked.
+    /// The user, if the session is theirs and not revoked, and the token was
+    /// issued no earlier than the user's "tokens valid after" time.
     async fn session_user(
         &self,
         user_id: i64,
         session_id: &str,
+        issued_at: DateTime<Utc>,
     ) -> Result<Option<UserRecord>, StoreError>;
+    /// Revokes every live session of the user and refuses their access tokens
+    /// issued before `now`. Returns how many sessions were live.
+    async fn revoke_user_sessions(
+        &self,
+        user_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
     /// Cars of these users, in each user's original order.
     async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<CarRecord>, StoreError>;
 
@@ -169,6 +214,35 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError>;
+
+    /// Counts one hit against a fixed-window counter and returns the hits in
+    /// the current window (a new window starts the count again at 1).
+    async fn count_hit(&self, key: &str, window_start: DateTime<Utc>) -> Result<i64, StoreError>;
+    async fn login_failures(&self, key: &str) -> Result<Option<LoginFailures>, StoreError>;
+    /// Adds a failure to the streak (restarting it if the last one is older
+    /// than `reset_before`) and returns the streak's length.
+    async fn add_login_failure(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        reset_before: DateTime<Utc>,
+    ) -> Result<i64, StoreError>;
+    async fn block_login(&self, key: &str, until: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
+
+    async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError>;
+    /// Deletes at most `batch` rows of each kind: sessions expired or revoked
+    /// before `revoked_before`, expired refresh tokens, stale counters.
+    async fn cleanup(
+        &self,
+        now: DateTime<Utc>,
+        revoked_before: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<Cleanup, StoreError>;
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+    async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
 }
 
 /// Opens the database named by the URL: `sqlite:` (the embedded default) or

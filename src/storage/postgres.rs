@@ -14,8 +14,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{FromRow, Postgres, QueryBuilder};
 
 use super::{
-    CarRecord, Credentials, NewSession, Rotation, RotationOutcome, Store, StoreError, Taken,
-    UserRecord,
+    CarRecord, Cleanup, Credentials, LoginFailures, NewSession, Rotation, RotationOutcome,
+    SecurityEvent, Store, StoreError, StoredKey, Taken, UserRecord,
 };
 use crate::config::DatabaseConfig;
 use crate::domain::NewUser;
@@ -211,19 +211,45 @@ impl Store for PostgresStore {
         &self,
         user_id: i64,
         session_id: &str,
+        issued_at: DateTime<Utc>,
     ) -> Result<Option<UserRecord>, StoreError> {
         let Ok(session_id) = uuid::Uuid::parse_str(session_id) else {
             return Ok(None);
         };
         let row: Option<UserRow> = sqlx::query_as(&format!(
             "SELECT {USER_COLUMNS} FROM users u JOIN sessions s ON s.user_id = u.id
-             WHERE u.id = $1 AND s.id = $2::uuid AND s.revoked_at IS NULL"
+             WHERE u.id = $1 AND s.id = $2::uuid AND s.revoked_at IS NULL
+               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= $3)"
         ))
         .bind(user_id)
         .bind(session_id.to_string())
+        .bind(issued_at)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(Into::into))
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET tokens_valid_after = $1 WHERE id = $2")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let revoked = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<CarRecord>, StoreError> {
@@ -238,10 +264,13 @@ impl Store for PostgresStore {
 
     async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO sessions (id, user_id, created_at) VALUES ($1::uuid, $2, $3)")
-            .bind(&session.id)
-            .bind(session.user_id)
-            .bind(session.created_at)
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1::uuid, $2, $3, $4)",
+        )
+        .bind(&session.id)
+        .bind(session.user_id)
+        .bind(session.created_at)
+        .bind(session.expires_at)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
@@ -301,6 +330,11 @@ impl Store for PostgresStore {
                 .bind(r.successor_expires_at)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2::uuid")
+                    .bind(r.successor_expires_at)
+                    .bind(&session_id)
+                    .execute(&mut *tx)
+                    .await?;
                 RotationOutcome::Rotated {
                     user_id,
                     session_id,
@@ -354,5 +388,168 @@ impl Store for PostgresStore {
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn count_hit(&self, key: &str, window_start: DateTime<Utc>) -> Result<i64, StoreError> {
+        let hits: i32 = sqlx::query_scalar(
+            "INSERT INTO rate_limits (key, window_start, hits) VALUES ($1, $2, 1)
+             ON CONFLICT (key) DO UPDATE SET
+                 hits = CASE WHEN rate_limits.window_start = excluded.window_start
+                             THEN rate_limits.hits + 1 ELSE 1 END,
+                 window_start = excluded.window_start
+             RETURNING hits",
+        )
+        .bind(key)
+        .bind(window_start)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(hits.into())
+    }
+
+    async fn login_failures(&self, key: &str) -> Result<Option<LoginFailures>, StoreError> {
+        let row: Option<(i32, Option<DateTime<Utc>>)> =
+            sqlx::query_as("SELECT failures, blocked_until FROM login_failures WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(failures, blocked_until)| LoginFailures {
+            failures: failures.into(),
+            blocked_until,
+        }))
+    }
+
+    async fn add_login_failure(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        reset_before: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let failures: i32 = sqlx::query_scalar(
+            "INSERT INTO login_failures (key, failures, updated_at) VALUES ($1, 1, $2)
+             ON CONFLICT (key) DO UPDATE SET
+                 failures = CASE WHEN login_failures.updated_at < $3 THEN 1
+                                 ELSE login_failures.failures + 1 END,
+                 updated_at = excluded.updated_at
+             RETURNING failures",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(reset_before)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(failures.into())
+    }
+
+    async fn block_login(&self, key: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE login_failures SET blocked_until = $1 WHERE key = $2")
+            .bind(until)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO security_events (at, kind, user_id, client_addr, detail)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(event.at)
+        .bind(event.kind)
+        .bind(event.user_id)
+        .bind(&event.client_addr)
+        .bind(&event.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn cleanup(
+        &self,
+        now: DateTime<Utc>,
+        revoked_before: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<Cleanup, StoreError> {
+        let sessions = sqlx::query(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions
+             WHERE expires_at < $1 OR revoked_at < $2 LIMIT $3)",
+        )
+        .bind(now)
+        .bind(revoked_before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let refresh_tokens = sqlx::query(
+            "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens
+             WHERE expires_at < $1 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let counters = sqlx::query(
+            "DELETE FROM rate_limits WHERE key IN (SELECT key FROM rate_limits WHERE window_start < $1 LIMIT $2)",
+        )
+        .bind(stale_before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            + sqlx::query(
+                "DELETE FROM login_failures WHERE key IN (SELECT key FROM login_failures
+                 WHERE updated_at < $1 AND (blocked_until IS NULL OR blocked_until < $2) LIMIT $3)",
+            )
+            .bind(stale_before)
+            .bind(now)
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(Cleanup {
+            sessions,
+            refresh_tokens,
+            counters,
+        })
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT kid, algorithm, material, created_at FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kid, algorithm, material, created_at)| StoredKey {
+                kid,
+                algorithm,
+                material,
+                created_at,
+            })
+            .collect())
+    }
+
+    async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, material, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&key.kid)
+        .bind(&key.algorithm)
+        .bind(&key.material)
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

@@ -17,8 +17,8 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, QueryBuilder, Sqlite};
 
 use super::{
-    CarRecord, Credentials, NewSession, Rotation, RotationOutcome, Store, StoreError, Taken,
-    UserRecord,
+    CarRecord, Cleanup, Credentials, LoginFailures, NewSession, Rotation, RotationOutcome,
+    SecurityEvent, Store, StoreError, StoredKey, Taken, UserRecord,
 };
 use crate::config::DatabaseConfig;
 use crate::domain::NewUser;
@@ -247,16 +247,42 @@ impl Store for SqliteStore {
         &self,
         user_id: i64,
         session_id: &str,
+        issued_at: DateTime<Utc>,
     ) -> Result<Option<UserRecord>, StoreError> {
         let row: Option<UserRow> = sqlx::query_as(&format!(
             "SELECT {USER_COLUMNS} FROM users u JOIN sessions s ON s.user_id = u.id
-             WHERE u.id = ? AND s.id = ? AND s.revoked_at IS NULL"
+             WHERE u.id = ? AND s.id = ? AND s.revoked_at IS NULL
+               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= ?)"
         ))
         .bind(user_id)
         .bind(session_id)
+        .bind(millis(issued_at))
         .fetch_optional(&self.pool)
         .await?;
         row.map(TryInto::try_into).transpose()
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET tokens_valid_after = ? WHERE id = ?")
+            .bind(millis(now))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let revoked = sqlx::query(
+            "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+        )
+        .bind(millis(now))
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<CarRecord>, StoreError> {
@@ -276,12 +302,15 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO sessions (id, user_id, created_at) VALUES (?, ?, ?)")
-            .bind(&session.id)
-            .bind(session.user_id)
-            .bind(millis(session.created_at))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&session.id)
+        .bind(session.user_id)
+        .bind(millis(session.created_at))
+        .bind(millis(session.expires_at))
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
         )
@@ -328,6 +357,11 @@ impl Store for SqliteStore {
                 .bind(millis(r.successor_expires_at))
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query("UPDATE sessions SET expires_at = ? WHERE id = ?")
+                    .bind(millis(r.successor_expires_at))
+                    .bind(&session_id)
+                    .execute(&mut *tx)
+                    .await?;
                 RotationOutcome::Rotated {
                     user_id,
                     session_id,
@@ -380,5 +414,169 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(user.map(|(id,)| id))
+    }
+
+    async fn count_hit(&self, key: &str, window_start: DateTime<Utc>) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO rate_limits (key, window_start, hits) VALUES (?1, ?2, 1)
+             ON CONFLICT (key) DO UPDATE SET
+                 hits = CASE WHEN rate_limits.window_start = excluded.window_start
+                             THEN rate_limits.hits + 1 ELSE 1 END,
+                 window_start = excluded.window_start
+             RETURNING hits",
+        )
+        .bind(key)
+        .bind(millis(window_start))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn login_failures(&self, key: &str) -> Result<Option<LoginFailures>, StoreError> {
+        let row: Option<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT failures, blocked_until FROM login_failures WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(failures, blocked_until)| {
+            Ok(LoginFailures {
+                failures,
+                blocked_until: blocked_until.map(from_millis).transpose()?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn add_login_failure(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        reset_before: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO login_failures (key, failures, updated_at) VALUES (?1, 1, ?2)
+             ON CONFLICT (key) DO UPDATE SET
+                 failures = CASE WHEN login_failures.updated_at < ?3 THEN 1
+                                 ELSE login_failures.failures + 1 END,
+                 updated_at = excluded.updated_at
+             RETURNING failures",
+        )
+        .bind(key)
+        .bind(millis(now))
+        .bind(millis(reset_before))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn block_login(&self, key: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE login_failures SET blocked_until = ? WHERE key = ?")
+            .bind(millis(until))
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO security_events (at, kind, user_id, client_addr, detail) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(millis(event.at))
+        .bind(event.kind)
+        .bind(event.user_id)
+        .bind(&event.client_addr)
+        .bind(&event.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn cleanup(
+        &self,
+        now: DateTime<Utc>,
+        revoked_before: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<Cleanup, StoreError> {
+        let sessions = sqlx::query(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions
+             WHERE expires_at < ?1 OR revoked_at < ?2 LIMIT ?3)",
+        )
+        .bind(millis(now))
+        .bind(millis(revoked_before))
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let refresh_tokens = sqlx::query(
+            "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens
+             WHERE expires_at < ?1 LIMIT ?2)",
+        )
+        .bind(millis(now))
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let counters = sqlx::query(
+            "DELETE FROM rate_limits WHERE key IN (SELECT key FROM rate_limits WHERE window_start < ?1 LIMIT ?2)",
+        )
+        .bind(millis(stale_before))
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            + sqlx::query(
+                "DELETE FROM login_failures WHERE key IN (SELECT key FROM login_failures
+                 WHERE updated_at < ?1 AND (blocked_until IS NULL OR blocked_until < ?2) LIMIT ?3)",
+            )
+            .bind(millis(stale_before))
+            .bind(millis(now))
+            .bind(batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(Cleanup {
+            sessions,
+            refresh_tokens,
+            counters,
+        })
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT kid, algorithm, material, created_at FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(kid, algorithm, material, created_at)| {
+                Ok(StoredKey {
+                    kid,
+                    algorithm,
+                    material,
+                    created_at: from_millis(created_at)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, material, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&key.kid)
+        .bind(&key.algorithm)
+        .bind(&key.material)
+        .bind(millis(key.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use authql::config::{Cli, ServeConfig};
+use authql::config::{Cli, RateLimit, ServeConfig};
 use authql::App;
 use clap::Parser as _;
 use serde_json::{json, Value};
@@ -136,10 +136,16 @@ pub fn base_config(db: &TestDatabase) -> ServeConfig {
         &db.url,
     ])
     .expect("test config parses");
-    match cli.command {
+    let mut config = match cli.command {
         Some(authql::config::Command::Serve(config)) => *config,
         _ => unreachable!("serve subcommand"),
-    }
+    };
+    // Every test client shares 127.0.0.1: per-address limits are switched on
+    // only by the tests about them.
+    config.security.rate_sign_in = RateLimit::OFF;
+    config.security.rate_sign_up = RateLimit::OFF;
+    config.security.rate_refresh = RateLimit::OFF;
+    config
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {

@@ -1,0 +1,340 @@
+//! Access-token signing keys: where they come from, which one signs, which
+//! ones still verify, and what `/.well-known/jwks.json` publishes.
+//!
+//! - The bootstrap key of the configured algorithm is `AUTHQL_JWT_SECRET`
+//!   (HS256) or generated on first start and kept in `settings`; the first
+//!   instance to insert it wins, so every instance reads the same one.
+//! - `authql keys rotate` adds a newer key to `signing_keys`. The newest key
+//!   of the configured algorithm signs (a configured secret always signs);
+//!   older keys keep verifying until every token they signed has expired.
+//! - Instances re-read the keys every minute and whenever a token names a kid
+//!   they do not know (at most every few seconds), so a rotation made by one
+//!   instance or by the CLI reaches all of them without a restart.
+//! - `kid` is attacker input: it is only ever looked up in this ring.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use ring::signature::KeyPair as _;
+use sha2::{Digest, Sha256};
+
+use crate::config::{JwtAlgorithm, TokenConfig};
+use crate::storage::{Store, StoredKey};
+
+const BOOTSTRAP_HS256: &str = "jwt_hs256_key";
+const BOOTSTRAP_ED25519: &str = "jwt_ed25519_key";
+/// Unknown kids trigger a reload at most this often.
+const RELOAD_ON_MISS_EVERY: Duration = Duration::from_secs(5);
+/// Keys are re-read this often in any case.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(60);
+
+/// One signing key.
+pub struct Key {
+    pub kid: String,
+    pub algorithm: Algorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// Ed25519 public key (base64url), published in the JWKS.
+    public_x: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl Key {
+    pub fn hs256(secret: &[u8], created_at: DateTime<Utc>) -> Self {
+        Self {
+            kid: format!("hs256-{}", short_hash(b"hs256", secret)),
+            algorithm: Algorithm::HS256,
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            public_x: None,
+            created_at,
+        }
+    }
+
+    pub fn ed25519(pkcs8: &[u8], created_at: DateTime<Utc>) -> anyhow::Result<Self> {
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+            .map_err(|e| anyhow::anyhow!("stored Ed25519 key is unreadable: {e}"))?;
+        let public = pair.public_key().as_ref();
+        Ok(Self {
+            kid: format!("ed25519-{}", short_hash(b"ed25519", public)),
+            algorithm: Algorithm::EdDSA,
+            encoding: EncodingKey::from_ed_der(pkcs8),
+            decoding: DecodingKey::from_ed_der(public),
+            public_x: Some(URL_SAFE_NO_PAD.encode(public)),
+            created_at,
+        })
+    }
+
+    pub fn encoding(&self) -> &EncodingKey {
+        &self.encoding
+    }
+    pub fn decoding(&self) -> &DecodingKey {
+        &self.decoding
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+fn short_hash(label: &[u8], material: &[u8]) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"authql kid v1\0")
+        .chain_update(label)
+        .chain_update(material)
+        .finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// New key material of an algorithm, base64 (the HMAC key or a PKCS#8 document).
+pub fn generate_material(algorithm: JwtAlgorithm) -> anyhow::Result<String> {
+    match algorithm {
+        JwtAlgorithm::Hs256 => Ok(super::tokens::random_key_b64()),
+        JwtAlgorithm::EdDsa => {
+            let rng = ring::rand::SystemRandom::new();
+            let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|e| anyhow::anyhow!("Ed25519 key generation failed: {e}"))?;
+            Ok(STANDARD.encode(doc.as_ref()))
+        }
+    }
+}
+
+fn algorithm_name(algorithm: JwtAlgorithm) -> &'static str {
+    match algorithm {
+        JwtAlgorithm::Hs256 => "HS256",
+        JwtAlgorithm::EdDsa => "EdDSA",
+    }
+}
+
+fn key_from_material(
+    algorithm: &str,
+    material: &str,
+    created_at: DateTime<Utc>,
+) -> anyhow::Result<Key> {
+    let bytes = STANDARD
+        .decode(material)
+        .map_err(|e| anyhow::anyhow!("stored {algorithm} key is not base64: {e}"))?;
+    match algorithm {
+        "HS256" if bytes.len() >= 32 => Ok(Key::hs256(&bytes, created_at)),
+        "HS256" => anyhow::bail!("stored HS256 key is shorter than 32 bytes"),
+        "EdDSA" => Key::ed25519(&bytes, created_at),
+        other => anyhow::bail!("unknown key algorithm {other:?}"),
+    }
+}
+
+/// Adds a new key of `algorithm`; it signs from the next key reload on.
+pub async fn rotate(store: &dyn Store, algorithm: JwtAlgorithm) -> anyhow::Result<String> {
+    let material = generate_material(algorithm)?;
+    let name = algorithm_name(algorithm);
+    let now = Utc::now();
+    let key = key_from_material(name, &material, now)?;
+    store
+        .add_signing_key(&StoredKey {
+            kid: key.kid.clone(),
+            algorithm: name.to_owned(),
+            material,
+            created_at: now,
+        })
+        .await?;
+    Ok(key.kid)
+}
+
+struct KeySet {
+    current: Arc<Key>,
+    verifying: HashMap<String, Arc<Key>>,
+}
+
+pub struct KeyRing {
+    store: Arc<dyn Store>,
+    algorithm: JwtAlgorithm,
+    configured_secret: Option<Vec<u8>>,
+    /// How long a retired key keeps verifying.
+    overlap: Duration,
+    keys: RwLock<Arc<KeySet>>,
+    last_reload: Mutex<Instant>,
+}
+
+impl KeyRing {
+    pub async fn load(store: Arc<dyn Store>, config: &TokenConfig) -> anyhow::Result<Self> {
+        let configured_secret = match (&config.jwt_secret, config.jwt_algorithm) {
+            (Some(secret), JwtAlgorithm::Hs256) => Some(secret.expose().as_bytes().to_vec()),
+            (Some(_), JwtAlgorithm::EdDsa) => {
+                anyhow::bail!("AUTHQL_JWT_SECRET is an HS256 secret; unset it to use AUTHQL_JWT_ALGORITHM=EdDSA")
+            }
+            (None, _) => None,
+        };
+        let algorithm = config.jwt_algorithm;
+        let set = Self::read(
+            store.as_ref(),
+            algorithm,
+            configured_secret.as_deref(),
+            Self::overlap_of(config),
+        )
+        .await?;
+        Ok(Self {
+            store,
+            algorithm,
+            configured_secret,
+            overlap: Self::overlap_of(config),
+            keys: RwLock::new(Arc::new(set)),
+            last_reload: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// A retired key verifies for one access-token lifetime plus leeway and a
+    /// minute of slack for instances that have not reloaded yet.
+    fn overlap_of(config: &TokenConfig) -> Duration {
+        config.access_ttl + config.jwt_leeway + RELOAD_EVERY
+    }
+
+    async fn read(
+        store: &dyn Store,
+        algorithm: JwtAlgorithm,
+        configured_secret: Option<&[u8]>,
+        overlap: Duration,
+    ) -> anyhow::Result<KeySet> {
+        let epoch = DateTime::<Utc>::UNIX_EPOCH;
+        let bootstrap = match (algorithm, configured_secret) {
+            (JwtAlgorithm::Hs256, Some(secret)) => Key::hs256(secret, epoch),
+            (JwtAlgorithm::Hs256, None) => {
+                let value = store
+                    .setting_or_insert(BOOTSTRAP_HS256, &generate_material(algorithm)?)
+                    .await?;
+                key_from_material("HS256", &value, epoch)?
+            }
+            (JwtAlgorithm::EdDsa, _) => {
+                let value = store
+                    .setting_or_insert(BOOTSTRAP_ED25519, &generate_material(algorithm)?)
+                    .await?;
+                key_from_material("EdDSA", &value, epoch)?
+            }
+        };
+        let mut keys = vec![Arc::new(bootstrap)];
+        for stored in store.signing_keys().await? {
+            keys.push(Arc::new(key_from_material(
+                &stored.algorithm,
+                &stored.material,
+                stored.created_at,
+            )?));
+        }
+        keys.sort_by_key(|k| k.created_at);
+        let wanted = match algorithm {
+            JwtAlgorithm::Hs256 => Algorithm::HS256,
+            JwtAlgorithm::EdDsa => Algorithm::EdDSA,
+        };
+        let current = if configured_secret.is_some() {
+            keys[0].clone()
+        } else {
+            keys.iter()
+                .rev()
+                .find(|k| k.algorithm == wanted)
+                .cloned()
+                .unwrap_or_else(|| keys[0].clone())
+        };
+        // A key retires when a newer one appears; it verifies for `overlap` more.
+        let now = Utc::now();
+        let overlap = chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::MAX);
+        let mut verifying = HashMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            let retired_at = keys.get(i + 1).map(|next| next.created_at);
+            let live = Arc::ptr_eq(key, &current)
+                || retired_at
+                    .is_none_or(|at| at.checked_add_signed(overlap).is_none_or(|end| end > now));
+            if live {
+                verifying.insert(key.kid.clone(), key.clone());
+            }
+        }
+        Ok(KeySet { current, verifying })
+    }
+
+    fn set(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn current(&self) -> Arc<Key> {
+        self.set().current.clone()
+    }
+
+    pub fn get(&self, kid: &str) -> Option<Arc<Key>> {
+        self.set().verifying.get(kid).cloned()
+    }
+
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let set = Self::read(
+            self.store.as_ref(),
+            self.algorithm,
+            self.configured_secret.as_deref(),
+            self.overlap,
+        )
+        .await?;
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        Ok(())
+    }
+
+    /// Reloads after an unknown kid, unless that happened moments ago.
+    /// Returns whether it reloaded.
+    pub async fn reload_after_miss(&self) -> bool {
+        {
+            let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < RELOAD_ON_MISS_EVERY {
+                return false;
+            }
+            *last = Instant::now();
+        }
+        match self.reload().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "signing keys could not be reloaded");
+                false
+            }
+        }
+    }
+
+    /// The public keys as a JWK Set (RFC 7517). HMAC keys are never published.
+    pub fn jwks(&self) -> serde_json::Value {
+        let set = self.set();
+        let mut keys: Vec<&Arc<Key>> = set
+            .verifying
+            .values()
+            .filter(|k| k.public_x.is_some())
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
+        let keys: Vec<serde_json::Value> = keys
+            .into_iter()
+            .map(|k| {
+                serde_json::json!({
+                    "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA",
+                    "kid": k.kid, "x": k.public_x,
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ed25519_material_round_trips() {
+        let material = generate_material(JwtAlgorithm::EdDsa).expect("generate");
+        let key = key_from_material("EdDSA", &material, Utc::now()).expect("key");
+        assert!(key.kid.starts_with("ed25519-"));
+        assert_eq!(key.public_x.as_deref().map(str::len), Some(43));
+        let again = key_from_material("EdDSA", &material, Utc::now()).expect("key");
+        assert_eq!(key.kid, again.kid, "kid is derived from the key");
+        assert!(key_from_material("HS256", "c2hvcnQ=", Utc::now()).is_err());
+        assert!(key_from_material("RS256", &material, Utc::now()).is_err());
+    }
+}
