@@ -161,7 +161,7 @@ pub struct KeyRing {
     /// How long a retired key keeps verifying.
     overlap: Duration,
     keys: RwLock<Arc<KeySet>>,
-    last_reload: Mutex<Instant>,
+    last_reload: Mutex<Option<Instant>>,
 }
 
 impl KeyRing {
@@ -187,7 +187,7 @@ impl KeyRing {
             configured_secret,
             overlap: Self::overlap_of(config),
             keys: RwLock::new(Arc::new(set)),
-            last_reload: Mutex::new(Instant::now()),
+            last_reload: Mutex::new(None),
         })
     }
 
@@ -286,10 +286,10 @@ impl KeyRing {
     pub async fn reload_after_miss(&self) -> bool {
         {
             let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
-            if last.elapsed() < RELOAD_ON_MISS_EVERY {
+            if last.is_some_and(|at| at.elapsed() < RELOAD_ON_MISS_EVERY) {
                 return false;
             }
-            *last = Instant::now();
+            *last = Some(Instant::now());
         }
         match self.reload().await {
             Ok(()) => true,

@@ -43,7 +43,11 @@ pub fn build_schema(
         .data(accounts)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
-        .extension(RequestPolicy::new(limits.max_root_fields, metrics));
+        .extension(RequestPolicy::new(
+            limits.max_root_fields,
+            introspection,
+            metrics,
+        ));
     if !introspection {
         schema = schema.disable_introspection();
     }

@@ -37,13 +37,15 @@ const KNOWN_ROOT_FIELDS: [&str; 9] = [
 
 pub struct RequestPolicy {
     max_root_fields: usize,
+    introspection: bool,
     metrics: Arc<Metrics>,
 }
 
 impl RequestPolicy {
-    pub fn new(max_root_fields: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(max_root_fields: usize, introspection: bool, metrics: Arc<Metrics>) -> Self {
         Self {
             max_root_fields,
+            introspection,
             metrics,
         }
     }
@@ -53,6 +55,7 @@ impl ExtensionFactory for RequestPolicy {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(PolicyExtension {
             max_root_fields: self.max_root_fields,
+            introspection: self.introspection,
             metrics: self.metrics.clone(),
             labels: Mutex::new(Vec::new()),
             operation: Mutex::new(None),
@@ -62,6 +65,9 @@ impl ExtensionFactory for RequestPolicy {
 
 struct PolicyExtension {
     max_root_fields: usize,
+    /// When off, `__schema`/`__type` are refused with an error (the engine
+    /// alone would answer them with a silent null).
+    introspection: bool,
     metrics: Arc<Metrics>,
     /// (operation name, metrics label) of each operation in the document.
     labels: Mutex<Vec<(Option<String>, String)>>,
@@ -113,6 +119,12 @@ impl Extension for PolicyExtension {
                         ),
                         None,
                     ),
+                    GRAPHQL_VALIDATION_FAILED,
+                ));
+            }
+            if !self.introspection && roots.iter().any(|r| r == "__schema" || r == "__type") {
+                return Err(with_code(
+                    ServerError::new("introspection is disabled on this server", None),
                     GRAPHQL_VALIDATION_FAILED,
                 ));
             }

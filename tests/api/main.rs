@@ -7,6 +7,7 @@ mod limits;
 mod multi_instance;
 mod outage;
 mod process;
+mod security;
 mod sign_in;
 mod sign_up;
 mod tokens;
