@@ -7,6 +7,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
+/// kind, user id, client address, detail.
+type EventRow = (String, Option<i64>, Option<String>, Option<String>);
+
 fn limit(max: u32, secs: u64) -> RateLimit {
     RateLimit {
         max,
@@ -283,7 +286,7 @@ async fn security_events_are_recorded_append_only(backend: Backend) {
     app.revoke(&rt2).await;
 
     let pool = app.db_pool().await;
-    let rows: Vec<(String, Option<i64>, Option<String>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT kind, user_id, client_addr, detail FROM security_events ORDER BY id",
     )
     .fetch_all(&pool)
