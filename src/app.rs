@@ -46,9 +46,11 @@ impl App {
             hasher,
             tokens,
             AccountSettings {
-                rules: SignUpRules::new(config.phone_region.as_deref()),
+                rules: SignUpRules::new(config.phone_region.as_deref())
+                    .with_context_words(&config.passwords.password_context_words),
                 refresh_ttl: config.tokens.refresh_ttl,
                 refresh_grace: config.tokens.refresh_grace,
+                session_max_lifetime: config.tokens.session_max_lifetime,
                 throttle: Throttle::new(store.clone(), &config.security),
                 cleanup_every: config.security.cleanup_every,
             },

@@ -210,6 +210,10 @@ pub struct TokenConfig {
     /// Clock-skew allowance for `exp`/`nbf` (at most 60s).
     #[arg(long, env = "AUTHQL_JWT_LEEWAY", default_value = "0s", value_parser = parse_duration)]
     pub jwt_leeway: Duration,
+    /// Absolute session lifetime: however often it is refreshed, a session
+    /// ends this long after sign-in and the user must sign in again.
+    #[arg(long, env = "AUTHQL_SESSION_MAX_LIFETIME", default_value = "90d", value_parser = parse_duration)]
+    pub session_max_lifetime: Duration,
     /// Window in which a racing client presenting a just-rotated refresh token
     /// again gets the same successor instead of tripping reuse detection (at most 5s).
     #[arg(long, env = "AUTHQL_REFRESH_GRACE", default_value = "5s", value_parser = parse_duration)]
@@ -304,6 +308,15 @@ pub struct PasswordConfig {
     /// argon2id lanes.
     #[arg(long, env = "AUTHQL_ARGON2_PARALLELISM", default_value_t = 1)]
     pub argon2_parallelism: u32,
+    /// Words passwords must not resemble besides the user's own data
+    /// (comma-separated; e.g. your product and company names).
+    #[arg(
+        long,
+        env = "AUTHQL_PASSWORD_CONTEXT_WORDS",
+        value_delimiter = ',',
+        default_value = "authql"
+    )]
+    pub password_context_words: Vec<String>,
     /// Most password hashes computed at once (default: the number of cores).
     #[arg(long, env = "AUTHQL_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,

@@ -147,6 +147,7 @@ mod tests {
             argon2_iterations: iterations,
             argon2_parallelism: 1,
             hash_concurrency: Some(2),
+            password_context_words: Vec::new(),
         };
         PasswordHasher::new(&config, Arc::new(Metrics::new())).expect("hasher")
     }

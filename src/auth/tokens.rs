@@ -204,7 +204,7 @@ pub fn decode_key_b64(value: &str) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use clap::Parser as _;
 
@@ -216,7 +216,10 @@ mod tests {
     }
 
     /// A token service over a throwaway SQLite store, keyed by `secret`.
-    async fn service(cfg: &TokenConfig, secret: &[u8]) -> (TokenService, tempfile::TempDir) {
+    pub(super) async fn service(
+        cfg: &TokenConfig,
+        secret: &[u8],
+    ) -> (TokenService, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("dir");
         let mut db = crate::config::Cli::try_parse_from(["authql"])
             .expect("defaults")
@@ -329,5 +332,88 @@ mod tests {
         assert_eq!(next, tokens.successor_of(&a), "derivation is deterministic");
         assert_ne!(next, tokens.successor_of(&b));
         assert_eq!(refresh_token_hash(&a).len(), 32);
+    }
+}
+
+/// Property tests: JWT parsing never panics, and no string that is not a
+/// token we issued verifies. `PROPTEST_CASES` raises the count (CI: 2,000).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(2_000)
+    }
+
+    fn setup() -> (
+        TokenService,
+        String,
+        tokio::runtime::Runtime,
+        tempfile::TempDir,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let cfg = crate::config::Cli::try_parse_from(["authql"])
+            .expect("defaults")
+            .serve
+            .tokens;
+        let (service, dir) = rt.block_on(tests::service(&cfg, b"0123456789abcdef0123456789abcdef"));
+        let token = service
+            .issue_access(7, "session", Utc::now())
+            .expect("issue");
+        (service, token, rt, dir)
+    }
+
+    use clap::Parser as _;
+
+    #[test]
+    fn arbitrary_strings_never_verify() {
+        let (service, _, _rt, _dir) = setup();
+        proptest!(ProptestConfig::with_cases(cases()), |(s in prop_oneof![
+            any::<String>(),
+            "[A-Za-z0-9_\\-]{0,60}\\.[A-Za-z0-9_\\-]{0,200}\\.[A-Za-z0-9_\\-]{0,90}",
+            "eyJ[A-Za-z0-9_\\-]{0,80}\\.eyJ[A-Za-z0-9_\\-]{0,200}\\.[A-Za-z0-9_\\-]{0,90}",
+        ])| {
+            prop_assert!(service.verify_access(&s).is_err());
+        });
+    }
+
+    #[test]
+    fn any_change_to_a_valid_token_is_refused() {
+        let (service, token, _rt, _dir) = setup();
+        prop_assert_ok(&service, &token);
+        let bytes = token.as_bytes().to_vec();
+        proptest!(ProptestConfig::with_cases(cases()), |(index in 0..bytes.len(), byte in any::<u8>())| {
+            let mut changed = bytes.clone();
+            changed[index] = byte;
+            if changed != bytes {
+                if let Ok(text) = String::from_utf8(changed) {
+                    // base64url has unused low bits in the last character of a
+                    // part; a change there can decode to the same bytes.
+                    if let Ok((user, _)) = service.verify_access(&text) {
+                        prop_assert_eq!(user, 7);
+                        prop_assert_eq!(decoded_parts(&text), decoded_parts(&token));
+                    }
+                }
+            }
+        });
+    }
+
+    fn prop_assert_ok(service: &TokenService, token: &str) {
+        assert!(service.verify_access(token).is_ok());
+    }
+
+    fn decoded_parts(token: &str) -> Vec<Vec<u8>> {
+        token
+            .split('.')
+            .map(|p| URL_SAFE_NO_PAD.decode(p).unwrap_or_default())
+            .collect()
     }
 }

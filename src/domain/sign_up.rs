@@ -81,6 +81,8 @@ pub struct NewCar {
 pub struct SignUpRules {
     pub phone_region: Option<phonenumber::country::Id>,
     pub password_policy: Arc<PasswordPolicy>,
+    /// Words no password may resemble (product, company names).
+    pub context_words: Vec<String>,
 }
 
 impl SignUpRules {
@@ -89,7 +91,17 @@ impl SignUpRules {
             phone_region: phone_region
                 .and_then(|r| phonenumber::country::Id::from_str(&r.to_ascii_uppercase()).ok()),
             password_policy: Arc::new(PasswordPolicy::new()),
+            context_words: Vec::new(),
         }
+    }
+
+    pub fn with_context_words(mut self, words: &[String]) -> Self {
+        self.context_words = words
+            .iter()
+            .map(|w| w.trim().to_owned())
+            .filter(|w| !w.is_empty())
+            .collect();
+        self
     }
 }
 
@@ -124,6 +136,7 @@ impl SignUpForm {
         ]
         .into_iter()
         .flatten()
+        .chain(rules.context_words.iter().map(String::as_str))
         .collect();
         for (code, message) in rules
             .password_policy
@@ -550,5 +563,87 @@ mod tests {
         let brands: Vec<_> = user.cars.iter().map(|c| c.brand.as_str()).collect();
         assert_eq!(brands, ["A", "B", "C"]);
         assert_eq!(user.cars[0].vin.as_deref(), Some("1HGCM82633A004352"));
+    }
+}
+
+/// Property tests: no input makes validation panic, and whatever it accepts
+/// obeys the rules. `PROPTEST_CASES` raises the case count (CI: 2,000).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[a-zA-Z0-9._@+\\- ]{0,40}",
+            "\\PC{0,200}",
+            "[\\u{0}-\\u{1f}\\u{200b}\\u{feff} ]{0,10}",
+            "[+0-9 ()\\-]{0,20}",
+        ]
+    }
+
+    fn car() -> impl Strategy<Value = CarForm> {
+        (
+            text(),
+            text(),
+            any::<Option<i32>>(),
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(brand, model, year, color, license_plate, vin)| CarForm {
+                brand,
+                model,
+                year,
+                color,
+                license_plate,
+                vin,
+            })
+    }
+
+    #[test]
+    fn validation_never_panics_and_accepted_input_obeys_the_rules() {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(2_000);
+        // Built once: the common-password set is the expensive part.
+        let policy = Arc::new(PasswordPolicy::new());
+        let rules: Vec<SignUpRules> = [None, Some("RU"), Some("US")]
+            .into_iter()
+            .map(|region| SignUpRules {
+                phone_region: region.and_then(|r| phonenumber::country::Id::from_str(r).ok()),
+                password_policy: policy.clone(),
+                context_words: vec!["authql".into()],
+            })
+            .collect();
+        proptest!(ProptestConfig::with_cases(cases), |(
+            username in text(),
+            password in text(),
+            email in proptest::option::of(text()),
+            phone in proptest::option::of(text()),
+            name in proptest::option::of(text()),
+            region in 0..3usize,
+            cars in proptest::option::of(proptest::collection::vec(car(), 0..23)),
+        )| {
+            let form = SignUpForm {
+                username, password: Password::new(password), email, phone, name,
+                surname: None, second_name: None, cars,
+            };
+            match form.validate(&rules[region]) {
+                Ok(user) => {
+                    let len = user.username.chars().count();
+                    prop_assert!((USERNAME_MIN..=USERNAME_MAX).contains(&len));
+                    let pw = user.password.expose().chars().count();
+                    prop_assert!((8..=256).contains(&pw));
+                    prop_assert!(user.phone.as_deref().is_none_or(|p| p.starts_with('+')));
+                    prop_assert!(user.email.as_deref().is_none_or(|e| e.contains('@')));
+                    prop_assert!(user.cars.len() <= MAX_CARS);
+                }
+                Err(problems) => prop_assert!(!problems.is_empty()),
+            }
+        });
     }
 }

@@ -58,6 +58,7 @@ pub struct AccountService {
     rules: SignUpRules,
     refresh_ttl: Duration,
     refresh_grace: Duration,
+    session_max_lifetime: Duration,
     cleanup_every: u64,
     sessions_opened: AtomicU64,
     metrics: Arc<Metrics>,
@@ -67,6 +68,7 @@ pub struct AccountSettings {
     pub rules: SignUpRules,
     pub refresh_ttl: Duration,
     pub refresh_grace: Duration,
+    pub session_max_lifetime: Duration,
     pub throttle: Throttle,
     pub cleanup_every: u64,
 }
@@ -93,6 +95,7 @@ impl AccountService {
             rules: settings.rules,
             refresh_ttl: settings.refresh_ttl,
             refresh_grace: settings.refresh_grace,
+            session_max_lifetime: settings.session_max_lifetime,
             cleanup_every: settings.cleanup_every,
             sessions_opened: AtomicU64::new(0),
             metrics,
@@ -237,6 +240,7 @@ impl AccountService {
             successor_hash: refresh_token_hash(&successor),
             now,
             successor_expires_at: now + self.refresh_ttl,
+            max_lifetime: self.session_max_lifetime,
             grace: self.refresh_grace,
         };
         let (user_id, session_id) = match self.store.rotate_refresh_token(&rotation).await? {
@@ -388,7 +392,7 @@ impl AccountService {
             user_id: user.id,
             token_hash: refresh_token_hash(&refresh_token),
             created_at: now,
-            expires_at: now + self.refresh_ttl,
+            expires_at: now + self.refresh_ttl.min(self.session_max_lifetime),
         };
         self.store.create_session(&session).await?;
         self.maybe_clean_up();

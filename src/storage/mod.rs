@@ -106,7 +106,11 @@ pub struct Rotation {
     /// presented token, so a replay inside the grace window maps to it again.
     pub successor_hash: Vec<u8>,
     pub now: DateTime<Utc>,
+    /// Expiry of the successor, before the session's absolute cap.
     pub successor_expires_at: DateTime<Utc>,
+    /// No session lives longer than this from its sign-in, however often it
+    /// rotates; the successor's expiry is capped to it.
+    pub max_lifetime: Duration,
     pub grace: Duration,
 }
 

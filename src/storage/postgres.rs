@@ -298,8 +298,8 @@ impl Store for PostgresStore {
         // Lock the family first, then read the token's state afresh: a
         // concurrent rotation of the same token waits here and then sees it
         // consumed.
-        let (user_id, revoked_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT user_id, revoked_at FROM sessions WHERE id = $1::uuid FOR UPDATE",
+        let (user_id, revoked_at, created_at): (i64, Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(
+            "SELECT user_id, revoked_at, created_at FROM sessions WHERE id = $1::uuid FOR UPDATE",
         )
         .bind(&session_id)
         .fetch_one(&mut *tx)
@@ -313,8 +313,15 @@ impl Store for PostgresStore {
         .bind(&r.presented_hash)
         .fetch_one(&mut *tx)
         .await?;
+        let absolute_end = chrono::Duration::from_std(r.max_lifetime)
+            .ok()
+            .and_then(|max| created_at.checked_add_signed(max))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let successor_expires_at = r.successor_expires_at.min(absolute_end);
         let outcome = match consumed_at {
-            None if expires_at <= r.now => RotationOutcome::Invalid,
+            None if expires_at <= r.now || successor_expires_at <= r.now => {
+                RotationOutcome::Invalid
+            }
             None => {
                 sqlx::query("UPDATE refresh_tokens SET consumed_at = $1 WHERE token_hash = $2")
                     .bind(r.now)
@@ -327,11 +334,11 @@ impl Store for PostgresStore {
                 )
                 .bind(&r.successor_hash)
                 .bind(&session_id)
-                .bind(r.successor_expires_at)
+                .bind(successor_expires_at)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2::uuid")
-                    .bind(r.successor_expires_at)
+                    .bind(successor_expires_at)
                     .bind(&session_id)
                     .execute(&mut *tx)
                     .await?;

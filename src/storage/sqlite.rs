@@ -113,6 +113,7 @@ struct TokenStateRow {
     consumed_at: Option<i64>,
     expires_at: i64,
     revoked_at: Option<i64>,
+    session_created_at: i64,
 }
 
 #[async_trait]
@@ -327,7 +328,8 @@ impl Store for SqliteStore {
         let now = millis(r.now);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let state: Option<TokenStateRow> = sqlx::query_as(
-            "SELECT t.session_id, s.user_id, t.consumed_at, t.expires_at, s.revoked_at
+            "SELECT t.session_id, s.user_id, t.consumed_at, t.expires_at, s.revoked_at,
+                    s.created_at AS session_created_at
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
              WHERE t.token_hash = ?",
         )
@@ -341,8 +343,13 @@ impl Store for SqliteStore {
         if state.revoked_at.is_some() {
             return Ok(RotationOutcome::Invalid);
         }
+        let max_lifetime = i64::try_from(r.max_lifetime.as_millis()).unwrap_or(i64::MAX);
+        let successor_expires_at = millis(r.successor_expires_at)
+            .min(state.session_created_at.saturating_add(max_lifetime));
         let outcome = match state.consumed_at {
-            None if state.expires_at <= now => RotationOutcome::Invalid,
+            None if state.expires_at <= now || successor_expires_at <= now => {
+                RotationOutcome::Invalid
+            }
             None => {
                 sqlx::query("UPDATE refresh_tokens SET consumed_at = ? WHERE token_hash = ?")
                     .bind(now)
@@ -354,11 +361,11 @@ impl Store for SqliteStore {
                 )
                 .bind(&r.successor_hash)
                 .bind(&session_id)
-                .bind(millis(r.successor_expires_at))
+                .bind(successor_expires_at)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("UPDATE sessions SET expires_at = ? WHERE id = ?")
-                    .bind(millis(r.successor_expires_at))
+                    .bind(successor_expires_at)
                     .bind(&session_id)
                     .execute(&mut *tx)
                     .await?;

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real server over real HTTP against a real database.
 
+mod fuzz;
 mod graphiql;
 mod helpers;
 mod http;

@@ -289,6 +289,21 @@ async fn expired_tokens_are_refused(backend: Backend) {
     );
 }
 
+async fn sessions_end_at_their_absolute_lifetime_however_often_refreshed(backend: Backend) {
+    let app = spawn_with(backend, |c| {
+        c.tokens.session_max_lifetime = Duration::from_secs(2)
+    })
+    .await;
+    let mut rt = token_str(&app.sign_up("bounded").await["refreshToken"]).to_owned();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let body = app.refresh(&rt).await;
+        rt = token_str(&body["data"]["refreshToken"]["refreshToken"]).to_owned();
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(error_code(&app.refresh(&rt).await), "INVALID_REFRESH_TOKEN");
+}
+
 async fn a_restart_keeps_the_generated_key_and_sessions(backend: Backend) {
     let app = spawn_app(backend).await;
     let payload = app.sign_up("persistent").await;
@@ -333,6 +348,7 @@ crate::on_both_backends!(
     without_grace_parallel_refreshes_of_one_token_never_both_succeed,
     revoke_is_idempotent_and_ends_the_session,
     expired_tokens_are_refused,
+    sessions_end_at_their_absolute_lifetime_however_often_refreshed,
     a_restart_keeps_the_generated_key_and_sessions,
     instances_starting_together_share_one_generated_key,
 );

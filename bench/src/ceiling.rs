@@ -1,0 +1,119 @@
+//! The ceiling for `me`: the same essential work without a GraphQL engine.
+//! Verify the HS256 access token (same checks: alg, typ, kid-free lookup,
+//! iss, aud, exp), load the user and their cars from the same SQLite file,
+//! answer JSON. Whatever authql spends beyond this is the price of its
+//! layers (GraphQL parsing, validation, execution, DataLoader, policy).
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sqlx::SqlitePool;
+
+#[derive(clap::Parser, Clone)]
+pub struct Args {
+    #[arg(long)]
+    database_url: String,
+    /// The HS256 secret authql signs with (AUTHQL_JWT_SECRET).
+    #[arg(long)]
+    secret: String,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: SocketAddr,
+    #[arg(long, default_value_t = 10)]
+    max_connections: u32,
+}
+
+#[derive(Clone)]
+struct Ceiling {
+    pool: SqlitePool,
+    key: DecodingKey,
+    validation: Validation,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    sid: String,
+    iat: i64,
+}
+
+pub fn serve(args: Args) -> anyhow::Result<()> {
+    // Same runtime shape as authql: multi-threaded, one worker per core.
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let options = SqliteConnectOptions::from_str(&args.database_url)?
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(args.max_connections)
+            .connect_with(options)
+            .await?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&["authql"]);
+        validation.set_audience(&["authql"]);
+        validation.leeway = 0;
+        let state = Ceiling {
+            pool,
+            key: DecodingKey::from_secret(args.secret.as_bytes()),
+            validation,
+        };
+        let app = Router::new().route("/me", post(me)).with_state(state);
+        let listener = tokio::net::TcpListener::bind(args.bind).await?;
+        println!("listening {}", listener.local_addr()?);
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+async fn me(
+    State(c): State<Ceiling>,
+    headers: HeaderMap,
+    _body: axum::body::Bytes,
+) -> Result<Json<Value>, StatusCode> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(StatusCode::UNAUTHORIZED)?;
+    let header = jsonwebtoken::decode_header(token).map_err(|_| StatusCode::UNAUTHORIZED)?;
+    if header.typ.as_deref() != Some("at+jwt") {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    let claims = jsonwebtoken::decode::<Claims>(token, &c.key, &c.validation)
+        .map_err(|_| StatusCode::UNAUTHORIZED)?
+        .claims;
+    let user_id: i64 = claims.sub.parse().map_err(|_| StatusCode::UNAUTHORIZED)?;
+    // The same two reads authql makes: the user with a live session, then cars.
+    let user: Option<(i64, String, Option<String>)> = sqlx::query_as(
+        "SELECT u.id, u.username, u.email FROM users u JOIN sessions s ON s.user_id = u.id
+         WHERE u.id = ? AND s.id = ? AND s.revoked_at IS NULL
+           AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= ?)",
+    )
+    .bind(user_id)
+    .bind(&claims.sid)
+    .bind(claims.iat * 1000)
+    .fetch_optional(&c.pool)
+    .await
+    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let (id, username, email) = user.ok_or(StatusCode::UNAUTHORIZED)?;
+    let cars: Vec<(String, String, Option<i32>)> = sqlx::query_as(
+        "SELECT brand, model, year FROM cars WHERE user_id IN (?) ORDER BY user_id, position",
+    )
+    .bind(id)
+    .fetch_all(&c.pool)
+    .await
+    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let cars: Vec<Value> = cars
+        .into_iter()
+        .map(|(brand, model, year)| json!({ "brand": brand, "model": model, "year": year }))
+        .collect();
+    Ok(Json(
+        json!({ "data": { "me": { "id": id.to_string(), "username": username, "email": email, "cars": cars } } }),
+    ))
+}

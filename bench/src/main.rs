@@ -1,0 +1,402 @@
+//! authql-bench: the pieces `bench/run` puts together (see BENCHMARKS.md).
+//!
+//! - `load`: a closed-loop HTTP load generator (N connections, each sending
+//!   its next request when the last one answered) for one workload, with a
+//!   discarded warm-up; prints one JSON line. Any non-200 answer or GraphQL
+//!   error counts as an error.
+//! - `ceiling`: a minimal axum server doing the essential work of `me`
+//!   (verify the JWT, load the user and cars) without a GraphQL engine.
+//! - `argon2`: the argon2id hash rate of one core with authql's parameters.
+//! - `timing`: createToken latency for an unknown login vs a wrong password.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+mod ceiling;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Load(LoadArgs),
+    Ceiling(ceiling::Args),
+    Argon2 {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 19_456)]
+        memory_kib: u32,
+        #[arg(long, default_value_t = 2)]
+        iterations: u32,
+    },
+    Timing {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 300)]
+        samples: usize,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+enum Workload {
+    Me,
+    CreateToken,
+    SignUp,
+    RefreshToken,
+}
+
+#[derive(Parser, Clone)]
+struct LoadArgs {
+    /// GraphQL endpoint (or the ceiling's /me).
+    #[arg(long)]
+    url: String,
+    #[arg(long, value_enum)]
+    workload: Workload,
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Server process whose peak RSS (VmHWM) is reported.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Bearer token for `me` (otherwise one is made by signing up).
+    #[arg(long)]
+    token: Option<String>,
+    /// Label for the output line.
+    #[arg(long, default_value = "authql")]
+    target: String,
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+const ME: &str = "{ me { id username email cars { brand model year } } }";
+const SIGN_UP: &str = "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken refreshToken user { id cars { id } } } }";
+const CREATE_TOKEN: &str =
+    "mutation($i: CreateTokenInput!) { createToken(input: $i) { accessToken refreshToken } }";
+const REFRESH: &str =
+    "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken refreshToken } }";
+
+fn sign_up_vars(username: &str) -> Value {
+    json!({ "i": { "username": username, "password": PASSWORD, "email": format!("{username}@example.com"),
+        "cars": [{ "brand": "Lada", "model": "Vesta", "year": 2021 }, { "brand": "BMW", "model": "X5", "year": 2019 }] } })
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Ceiling(args) => ceiling::serve(args),
+        Command::Argon2 {
+            seconds,
+            memory_kib,
+            iterations,
+        } => argon2_rate(seconds, memory_kib, iterations),
+        // One thread: the generator is pinned to one core.
+        Command::Load(args) => single_thread()?.block_on(load(args)),
+        Command::Timing { url, samples } => single_thread()?.block_on(timing(&url, samples)),
+    }
+}
+
+fn single_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn gql(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> anyhow::Result<Value> {
+    let mut request = client
+        .post(url)
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    if !response.status().is_success() {
+        bail!("HTTP {}", response.status());
+    }
+    let body: Value = response.json().await?;
+    if !body["errors"].is_null() {
+        bail!("GraphQL error: {}", body["errors"]);
+    }
+    Ok(body["data"].clone())
+}
+
+/// Per-connection state for workloads that carry it (refresh chains).
+struct Connection {
+    id: usize,
+    sent: u64,
+    refresh_token: Option<String>,
+}
+
+async fn one_request(
+    client: &reqwest::Client,
+    args: &LoadArgs,
+    conn: &mut Connection,
+    run: u64,
+    token: &str,
+) -> anyhow::Result<()> {
+    conn.sent += 1;
+    match args.workload {
+        Workload::Me => {
+            gql(client, &args.url, Some(token), ME, json!({})).await?;
+        }
+        Workload::CreateToken => {
+            gql(
+                client,
+                &args.url,
+                None,
+                CREATE_TOKEN,
+                json!({ "i": { "login": "bench-owner", "password": PASSWORD } }),
+            )
+            .await?;
+        }
+        Workload::SignUp => {
+            let name = format!("b{run}c{}n{}", conn.id, conn.sent);
+            gql(client, &args.url, None, SIGN_UP, sign_up_vars(&name)).await?;
+        }
+        Workload::RefreshToken => {
+            let rt = conn.refresh_token.clone().context("no refresh token")?;
+            let data = gql(client, &args.url, None, REFRESH, json!({ "t": rt })).await?;
+            conn.refresh_token = data["refreshToken"]["refreshToken"]
+                .as_str()
+                .map(str::to_owned);
+        }
+    }
+    Ok(())
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(args.connections)
+        .build()?;
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    // Set-up: a user with 2 cars whose token `me` reads and whose password
+    // createToken checks.
+    let token = match &args.token {
+        Some(t) => t.clone(),
+        None => {
+            let owner = gql(
+                &client,
+                &args.url,
+                None,
+                SIGN_UP,
+                sign_up_vars("bench-owner"),
+            )
+            .await;
+            match owner {
+                Ok(data) => data["signUp"]["accessToken"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                Err(_) => {
+                    let data = gql(
+                        &client,
+                        &args.url,
+                        None,
+                        CREATE_TOKEN,
+                        json!({ "i": { "login": "bench-owner", "password": PASSWORD } }),
+                    )
+                    .await?;
+                    data["createToken"]["accessToken"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                }
+            }
+        }
+    };
+    let mut connections = Vec::new();
+    for id in 0..args.connections {
+        let refresh_token = if args.workload == Workload::RefreshToken {
+            let data = gql(
+                &client,
+                &args.url,
+                None,
+                CREATE_TOKEN,
+                json!({ "i": { "login": "bench-owner", "password": PASSWORD } }),
+            )
+            .await?;
+            data["createToken"]["refreshToken"]
+                .as_str()
+                .map(str::to_owned)
+        } else {
+            None
+        };
+        connections.push(Connection {
+            id,
+            sent: 0,
+            refresh_token,
+        });
+    }
+
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let mut tasks = Vec::new();
+    for mut conn in connections {
+        let (client, args, token) = (client.clone(), args.clone(), token.clone());
+        let (measuring, stop, errors, first_error) = (
+            measuring.clone(),
+            stop.clone(),
+            errors.clone(),
+            first_error.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let result = one_request(&client, &args, &mut conn, run, &token).await;
+                if measuring.load(Ordering::Relaxed) {
+                    latencies.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    if let Err(e) = result {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        first_error
+                            .lock()
+                            .expect("lock")
+                            .get_or_insert(e.to_string());
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await?);
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i] as f64 / 1000.0
+    };
+    let peak_rss_kib = args.server_pid.and_then(peak_rss_kib);
+    println!(
+        "{}",
+        json!({
+            "target": args.target, "workload": format!("{:?}", args.workload),
+            "connections": args.connections, "requests": latencies.len(),
+            "rps": latencies.len() as f64 / elapsed,
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "p999_ms": pct(0.999),
+            "errors": errors.load(Ordering::Relaxed),
+            "first_error": *first_error.lock().expect("lock"),
+            "peak_rss_kib": peak_rss_kib,
+        })
+    );
+    Ok(())
+}
+
+/// VmHWM: the process's peak resident set size.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn argon2_rate(seconds: f64, memory_kib: u32, iterations: u32) -> anyhow::Result<()> {
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    let params =
+        argon2::Params::new(memory_kib, iterations, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(b"benchmark-salt16").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = Instant::now();
+    let mut hashes = 0u64;
+    while started.elapsed().as_secs_f64() < seconds {
+        argon2
+            .hash_password(PASSWORD.as_bytes(), &salt)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        hashes += 1;
+    }
+    let rate = hashes as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({ "engine": "argon2 (RustCrypto)", "hashes_per_sec": rate, "ms_per_hash": 1000.0 / rate })
+    );
+    Ok(())
+}
+
+/// createToken latency, unknown login vs wrong password, interleaved so that
+/// drift on a noisy machine hits both alike.
+async fn timing(url: &str, samples: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let _ = gql(&client, url, None, SIGN_UP, sign_up_vars("timing-owner")).await;
+    let mut unknown = Vec::with_capacity(samples);
+    let mut wrong = Vec::with_capacity(samples);
+    for i in 0..samples * 2 + 20 {
+        let (login, bucket) = if i % 2 == 0 {
+            (format!("nobody-{i}"), &mut unknown)
+        } else {
+            ("timing-owner".to_owned(), &mut wrong)
+        };
+        let started = Instant::now();
+        let answer = gql(
+            &client,
+            url,
+            None,
+            CREATE_TOKEN,
+            json!({ "i": { "login": login, "password": "not the password" } }),
+        )
+        .await;
+        let micros = started.elapsed().as_micros() as f64;
+        match answer {
+            Err(e) if e.to_string().contains("INVALID_CREDENTIALS") => {}
+            other => bail!("expected INVALID_CREDENTIALS, got {other:?}"),
+        }
+        if i >= 20 {
+            bucket.push(micros / 1000.0);
+        }
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() as f64 - 1.0);
+        (v[v.len() / 2], v[v.len() * 9 / 10], mean, var)
+    };
+    let (u_med, u_p90, u_mean, u_var) = stats(&mut unknown);
+    let (w_med, w_p90, w_mean, w_var) = stats(&mut wrong);
+    let welch_t =
+        (u_mean - w_mean) / (u_var / unknown.len() as f64 + w_var / wrong.len() as f64).sqrt();
+    println!(
+        "{}",
+        json!({
+            "samples_each": samples,
+            "unknown_login_ms": { "median": u_med, "p90": u_p90, "mean": u_mean },
+            "wrong_password_ms": { "median": w_med, "p90": w_p90, "mean": w_mean },
+            "median_difference_pct": (u_med - w_med) / w_med * 100.0,
+            "welch_t": welch_t,
+        })
+    );
+    Ok(())
+}
