@@ -135,6 +135,19 @@ async fn gql(
     Ok(body["data"].clone())
 }
 
+/// Signs the benchmark's user in; returns the AuthPayload.
+async fn sign_in_owner(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    let data = gql(
+        client,
+        url,
+        None,
+        CREATE_TOKEN,
+        json!({ "i": { "login": "bench-owner", "password": PASSWORD } }),
+    )
+    .await?;
+    Ok(data["createToken"].clone())
+}
+
 /// Per-connection state for workloads that carry it (refresh chains).
 struct Connection {
     id: usize,
@@ -205,35 +218,17 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
                     .as_str()
                     .unwrap_or_default()
                     .to_owned(),
-                Err(_) => {
-                    let data = gql(
-                        &client,
-                        &args.url,
-                        None,
-                        CREATE_TOKEN,
-                        json!({ "i": { "login": "bench-owner", "password": PASSWORD } }),
-                    )
-                    .await?;
-                    data["createToken"]["accessToken"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()
-                }
+                Err(_) => sign_in_owner(&client, &args.url).await?["accessToken"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             }
         }
     };
     let mut connections = Vec::new();
     for id in 0..args.connections {
         let refresh_token = if args.workload == Workload::RefreshToken {
-            let data = gql(
-                &client,
-                &args.url,
-                None,
-                CREATE_TOKEN,
-                json!({ "i": { "login": "bench-owner", "password": PASSWORD } }),
-            )
-            .await?;
-            data["createToken"]["refreshToken"]
+            sign_in_owner(&client, &args.url).await?["refreshToken"]
                 .as_str()
                 .map(str::to_owned)
         } else {

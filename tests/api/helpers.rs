@@ -207,18 +207,27 @@ impl TestApp {
 
     /// POSTs a GraphQL request, optionally with a bearer token; expects HTTP 200.
     pub async fn gql_as(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut request = self
-            .client
-            .post(self.url("/graphql"))
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("request sent");
-        assert_eq!(response.status(), 200, "GraphQL requests answer 200");
-        let body: Value = response.json().await.expect("JSON body");
-        assert_no_secrets(&body);
-        body
+        post_graphql(
+            &self.client,
+            &self.url("/graphql"),
+            token,
+            None,
+            query,
+            variables,
+        )
+        .await
+    }
+
+    /// GETs a path and parses the JSON answer.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON body")
     }
 
     pub async fn sign_up(&self, username: &str) -> Value {
@@ -282,6 +291,32 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// POSTs a GraphQL request to any authql endpoint, optionally with a bearer
+/// token and an `X-Forwarded-For`; expects HTTP 200 and no leaked secrets.
+pub async fn post_graphql(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    forwarded_for: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let mut request = client
+        .post(url)
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(client_addr) = forwarded_for {
+        request = request.header("x-forwarded-for", client_addr);
+    }
+    let response = request.send().await.expect("request sent");
+    assert_eq!(response.status(), 200, "GraphQL requests answer 200");
+    let body: Value = response.json().await.expect("JSON body");
+    assert_no_secrets(&body);
+    body
 }
 
 pub const SIGN_UP: &str = "mutation($input: SignUpInput!) { signUp(input: $input) { accessToken refreshToken tokenType expiresIn user { id username email phone name surname secondName createdAt cars { id brand model year color licensePlate vin } } } }";

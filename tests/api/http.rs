@@ -95,16 +95,7 @@ async fn engine_errors_carry_apollo_codes(backend: Backend) {
 
 async fn queries_over_get_work_and_mutations_over_get_are_refused(backend: Backend) {
     let app = spawn_app(backend).await;
-    let ok: Value = app
-        .client
-        .get(app.url("/graphql"))
-        .query(&[("query", "{ __typename }")])
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let ok = app.get_json("/graphql?query=%7B%20__typename%20%7D").await;
     assert_eq!(ok["data"]["__typename"], "Query");
 
     let mutation = app

@@ -12,19 +12,15 @@ async fn gql(
     query: &str,
     variables: Value,
 ) -> Value {
-    let mut request = client
-        .post(server.url("/graphql"))
-        .json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json")
+    post_graphql(
+        client,
+        &server.url("/graphql"),
+        token,
+        None,
+        query,
+        variables,
+    )
+    .await
 }
 
 fn s(v: &Value) -> String {

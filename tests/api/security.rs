@@ -26,16 +26,15 @@ fn retry_after(body: &Value) -> u64 {
 
 /// A GraphQL call that claims to come from `client` through a proxy.
 async fn gql_from(app: &TestApp, client: &str, query: &str, variables: Value) -> Value {
-    app.client
-        .post(app.url("/graphql"))
-        .header("x-forwarded-for", client)
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json")
+    post_graphql(
+        &app.client,
+        &app.url("/graphql"),
+        None,
+        Some(client),
+        query,
+        variables,
+    )
+    .await
 }
 
 fn sign_in_vars(login: &str, password: &str) -> Value {
@@ -348,15 +347,7 @@ async fn eddsa_tokens_verify_with_the_published_jwks(backend: Backend) {
     let jwt = payload["accessToken"].as_str().expect("jwt");
     let header = jsonwebtoken::decode_header(jwt).expect("header");
     assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
-    let jwks: Value = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let jwks: Value = app.get_json("/.well-known/jwks.json").await;
     let key = jwks["keys"]
         .as_array()
         .expect("keys")
@@ -377,15 +368,7 @@ async fn eddsa_tokens_verify_with_the_published_jwks(backend: Backend) {
 
     // HS256 publishes nothing.
     let hs = spawn_app(backend).await;
-    let jwks: Value = hs
-        .client
-        .get(hs.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let jwks: Value = hs.get_json("/.well-known/jwks.json").await;
     assert_eq!(jwks, json!({ "keys": [] }));
 }
 
@@ -439,15 +422,7 @@ async fn rotated_keys_sign_new_tokens_and_old_ones_keep_verifying(backend: Backe
         // ...and tokens of the old key still verify everywhere.
         assert_eq!(b.me(&old_jwt).await["data"]["me"]["username"], "rotating");
         if algorithm == "EdDSA" {
-            let jwks: Value = b
-                .client
-                .get(b.url("/.well-known/jwks.json"))
-                .send()
-                .await
-                .expect("sent")
-                .json()
-                .await
-                .expect("json");
+            let jwks: Value = b.get_json("/.well-known/jwks.json").await;
             let kids: Vec<&str> = jwks["keys"]
                 .as_array()
                 .expect("keys")
