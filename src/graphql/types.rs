@@ -53,12 +53,18 @@ pub struct User {
     pub created_at: DateTime,
     #[graphql(skip)]
     pub key: i64,
+    /// Cars read together with the user; otherwise the DataLoader fetches them.
+    #[graphql(skip)]
+    pub cars: Option<Vec<Car>>,
 }
 
 #[ComplexObject]
 impl User {
     /// The user's cars, in the order they were registered.
     async fn cars(&self, ctx: &Context<'_>) -> Result<Vec<Car>> {
+        if let Some(cars) = &self.cars {
+            return Ok(cars.clone());
+        }
         let loader = ctx.data::<async_graphql::dataloader::DataLoader<CarLoader>>()?;
         Ok(loader.load_one(self.key).await?.unwrap_or_default())
     }
@@ -76,6 +82,16 @@ impl From<UserRecord> for User {
             second_name: u.second_name,
             created_at: DateTime(u.created_at),
             key: u.id,
+            cars: None,
+        }
+    }
+}
+
+impl User {
+    pub fn with_cars(user: UserRecord, cars: Vec<CarRecord>) -> Self {
+        User {
+            cars: Some(cars.into_iter().map(Car::from).collect()),
+            ..User::from(user)
         }
     }
 }

@@ -361,6 +361,26 @@ impl AccountService {
             .ok_or(AuthError::Unauthenticated)
     }
 
+    /// [`Self::me`] with the user's cars, read in the same round trip (the
+    /// common shape of a `me` query).
+    pub async fn me_with_cars(
+        &self,
+        viewer: &Viewer,
+    ) -> Result<(UserRecord, Vec<CarRecord>), AuthError> {
+        let Viewer::Authenticated {
+            user_id,
+            session_id,
+            issued_at,
+        } = viewer
+        else {
+            return Err(AuthError::Unauthenticated);
+        };
+        self.store
+            .session_user_with_cars(*user_id, session_id, *issued_at)
+            .await?
+            .ok_or(AuthError::Unauthenticated)
+    }
+
     /// Revokes every session of the signed-in user and ends all their
     /// access tokens. Returns how many sessions were live.
     pub async fn sign_out_everywhere(

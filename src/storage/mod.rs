@@ -73,6 +73,37 @@ pub struct CarRecord {
     pub vin: Option<String>,
 }
 
+/// One row of a user joined with their cars (car columns NULL when none).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct CarColumns {
+    pub car_id: Option<i64>,
+    pub brand: Option<String>,
+    pub model: Option<String>,
+    pub year: Option<i32>,
+    pub color: Option<String>,
+    pub license_plate: Option<String>,
+    pub vin: Option<String>,
+}
+
+impl CarColumns {
+    pub(crate) fn into_car(self, user_id: i64) -> Option<CarRecord> {
+        Some(CarRecord {
+            id: self.car_id?,
+            user_id,
+            brand: self.brand?,
+            model: self.model?,
+            year: self.year,
+            color: self.color,
+            license_plate: self.license_plate,
+            vin: self.vin,
+        })
+    }
+}
+
+/// The columns [`CarColumns`] reads, for a `LEFT JOIN cars c`.
+pub(crate) const CAR_JOIN_COLUMNS: &str =
+    "c.id AS car_id, c.brand, c.model, c.year, c.color, c.license_plate, c.vin";
+
 /// A user with the stored PHC string, for sign-in only.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -195,6 +226,13 @@ pub trait Store: Send + Sync + 'static {
         session_id: &str,
         issued_at: DateTime<Utc>,
     ) -> Result<Option<UserRecord>, StoreError>;
+    /// [`Store::session_user`] and the user's cars, in one round trip.
+    async fn session_user_with_cars(
+        &self,
+        user_id: i64,
+        session_id: &str,
+        issued_at: DateTime<Utc>,
+    ) -> Result<Option<(UserRecord, Vec<CarRecord>)>, StoreError>;
     /// Revokes every live session of the user and refuses their access tokens
     /// issued before `now`. Returns how many sessions were live.
     async fn revoke_user_sessions(

@@ -14,8 +14,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{FromRow, Postgres, QueryBuilder};
 
 use super::{
-    CarRecord, Cleanup, Credentials, LoginFailures, NewSession, Rotation, RotationOutcome,
-    SecurityEvent, Store, StoreError, StoredKey, Taken, UserRecord,
+    CarColumns, CarRecord, Cleanup, Credentials, LoginFailures, NewSession, Rotation,
+    RotationOutcome, SecurityEvent, Store, StoreError, StoredKey, Taken, UserRecord,
+    CAR_JOIN_COLUMNS,
 };
 use crate::config::DatabaseConfig;
 use crate::domain::NewUser;
@@ -72,6 +73,14 @@ impl From<UserRow> for UserRecord {
             created_at: r.created_at,
         }
     }
+}
+
+#[derive(FromRow)]
+struct UserWithCarRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    #[sqlx(flatten)]
+    car: CarColumns,
 }
 
 #[derive(FromRow)]
@@ -227,6 +236,40 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(Into::into))
+    }
+
+    async fn session_user_with_cars(
+        &self,
+        user_id: i64,
+        session_id: &str,
+        issued_at: DateTime<Utc>,
+    ) -> Result<Option<(UserRecord, Vec<CarRecord>)>, StoreError> {
+        let Ok(session_id) = uuid::Uuid::parse_str(session_id) else {
+            return Ok(None);
+        };
+        let rows: Vec<UserWithCarRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS}, {CAR_JOIN_COLUMNS} FROM users u
+             JOIN sessions s ON s.user_id = u.id
+             LEFT JOIN cars c ON c.user_id = u.id
+             WHERE u.id = $1 AND s.id = $2::uuid AND s.revoked_at IS NULL
+               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= $3)
+             ORDER BY c.position"
+        ))
+        .bind(user_id)
+        .bind(session_id.to_string())
+        .bind(issued_at)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut rows = rows.into_iter();
+        let Some(first) = rows.next() else {
+            return Ok(None);
+        };
+        let user: UserRecord = first.user.into();
+        let cars = std::iter::once(first.car)
+            .chain(rows.map(|r| r.car))
+            .filter_map(|c| c.into_car(user.id))
+            .collect();
+        Ok(Some((user, cars)))
     }
 
     async fn revoke_user_sessions(

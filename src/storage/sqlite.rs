@@ -17,8 +17,9 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, QueryBuilder, Sqlite};
 
 use super::{
-    CarRecord, Cleanup, Credentials, LoginFailures, NewSession, Rotation, RotationOutcome,
-    SecurityEvent, Store, StoreError, StoredKey, Taken, UserRecord,
+    CarColumns, CarRecord, Cleanup, Credentials, LoginFailures, NewSession, Rotation,
+    RotationOutcome, SecurityEvent, Store, StoreError, StoredKey, Taken, UserRecord,
+    CAR_JOIN_COLUMNS,
 };
 use crate::config::DatabaseConfig;
 use crate::domain::NewUser;
@@ -97,6 +98,14 @@ impl TryFrom<UserRow> for UserRecord {
             created_at: from_millis(r.created_at)?,
         })
     }
+}
+
+#[derive(FromRow)]
+struct UserWithCarRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    #[sqlx(flatten)]
+    car: CarColumns,
 }
 
 #[derive(FromRow)]
@@ -261,6 +270,37 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(TryInto::try_into).transpose()
+    }
+
+    async fn session_user_with_cars(
+        &self,
+        user_id: i64,
+        session_id: &str,
+        issued_at: DateTime<Utc>,
+    ) -> Result<Option<(UserRecord, Vec<CarRecord>)>, StoreError> {
+        let rows: Vec<UserWithCarRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS}, {CAR_JOIN_COLUMNS} FROM users u
+             JOIN sessions s ON s.user_id = u.id
+             LEFT JOIN cars c ON c.user_id = u.id
+             WHERE u.id = ? AND s.id = ? AND s.revoked_at IS NULL
+               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= ?)
+             ORDER BY c.position"
+        ))
+        .bind(user_id)
+        .bind(session_id)
+        .bind(millis(issued_at))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut rows = rows.into_iter();
+        let Some(first) = rows.next() else {
+            return Ok(None);
+        };
+        let user: UserRecord = first.user.try_into()?;
+        let cars = std::iter::once(first.car)
+            .chain(rows.map(|r| r.car))
+            .filter_map(|c| c.into_car(user.id))
+            .collect();
+        Ok(Some((user, cars)))
     }
 
     async fn revoke_user_sessions(
