@@ -50,7 +50,9 @@ pub fn serve(args: Args) -> anyhow::Result<()> {
         let options = SqliteConnectOptions::from_str(&args.database_url)?
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .foreign_keys(true);
+        // Same pool settings as authql's SQLite store.
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(args.max_connections)
             .connect_with(options)
             .await?;

@@ -5,7 +5,7 @@
 //!   more than one credential attempt (signUp/createToken/refreshToken);
 //! - records request count and latency per root operation.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -39,6 +39,41 @@ pub struct RequestPolicy {
     max_root_fields: usize,
     introspection: bool,
     metrics: Arc<Metrics>,
+    documents: Arc<DocumentCache>,
+}
+
+/// Parsed documents that passed the checks here, by their text: clients
+/// send the same few documents over and over, and parsing is a good part of
+/// a small request's cost. Bounded: small documents only, emptied when full.
+#[derive(Default)]
+struct DocumentCache {
+    entries: Mutex<HashMap<String, Arc<Parsed>>>,
+}
+
+struct Parsed {
+    document: ExecutableDocument,
+    /// (operation name, metrics label) of each operation in the document.
+    labels: Vec<(Option<String>, String)>,
+}
+
+const CACHE_ENTRIES: usize = 512;
+const CACHE_MAX_DOCUMENT: usize = 4096;
+
+impl DocumentCache {
+    fn get(&self, query: &str) -> Option<Arc<Parsed>> {
+        lock(&self.entries).get(query).cloned()
+    }
+
+    fn put(&self, query: &str, parsed: Arc<Parsed>) {
+        if query.len() > CACHE_MAX_DOCUMENT {
+            return;
+        }
+        let mut entries = lock(&self.entries);
+        if entries.len() >= CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(query.to_owned(), parsed);
+    }
 }
 
 impl RequestPolicy {
@@ -47,6 +82,7 @@ impl RequestPolicy {
             max_root_fields,
             introspection,
             metrics,
+            documents: Arc::default(),
         }
     }
 }
@@ -56,6 +92,7 @@ impl ExtensionFactory for RequestPolicy {
         Arc::new(PolicyExtension {
             max_root_fields: self.max_root_fields,
             introspection: self.introspection,
+            documents: self.documents.clone(),
             metrics: self.metrics.clone(),
             labels: Mutex::new(Vec::new()),
             operation: Mutex::new(None),
@@ -68,6 +105,7 @@ struct PolicyExtension {
     /// When off, `__schema`/`__type` are refused with an error (the engine
     /// alone would answer them with a silent null).
     introspection: bool,
+    documents: Arc<DocumentCache>,
     metrics: Arc<Metrics>,
     /// (operation name, metrics label) of each operation in the document.
     labels: Mutex<Vec<(Option<String>, String)>>,
@@ -95,6 +133,10 @@ impl Extension for PolicyExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        if let Some(parsed) = self.documents.get(query) {
+            self.remember_labels(parsed.labels.clone());
+            return Ok(parsed.document.clone());
+        }
         let document = next
             .run(ctx, query, variables)
             .await
@@ -143,10 +185,14 @@ impl Extension for PolicyExtension {
             }
             labels.push((name, label_of(&roots)));
         }
-        if let [(_, only)] = labels.as_slice() {
-            *lock(&self.operation) = Some(only.clone());
-        }
-        *lock(&self.labels) = labels;
+        self.remember_labels(labels.clone());
+        self.documents.put(
+            query,
+            Arc::new(Parsed {
+                document: document.clone(),
+                labels,
+            }),
+        );
         Ok(document)
     }
 
@@ -177,6 +223,15 @@ impl Extension for PolicyExtension {
             *lock(&self.operation) = label;
         }
         next.run(ctx, operation_name).await
+    }
+}
+
+impl PolicyExtension {
+    fn remember_labels(&self, labels: Vec<(Option<String>, String)>) {
+        if let [(_, only)] = labels.as_slice() {
+            *lock(&self.operation) = Some(only.clone());
+        }
+        *lock(&self.labels) = labels;
     }
 }
 

@@ -42,22 +42,44 @@ pub async fn post(
             "Content-Type must be application/json",
         );
     }
-    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return http_error(StatusCode::BAD_REQUEST, "request body is not valid JSON");
-    };
-    // A GraphQL request is an object with a string `query`; async-graphql
-    // would default a missing query to "" and answer 200.
-    let request = match json.get("query") {
-        Some(serde_json::Value::String(_)) => serde_json::from_value(json).ok(),
-        _ => None,
-    };
-    let Some(request) = request else {
-        return http_error(
-            StatusCode::BAD_REQUEST,
-            "request body is not a GraphQL request: expected {\"query\": \"...\", \"variables\": {...}, \"operationName\": \"...\"}",
-        );
+    let request = match serde_json::from_slice::<PostBody>(&body) {
+        Ok(body) => body.into_request(),
+        Err(e) if e.is_syntax() || e.is_eof() => {
+            return http_error(StatusCode::BAD_REQUEST, "request body is not valid JSON")
+        }
+        Err(_) => {
+            return http_error(
+                StatusCode::BAD_REQUEST,
+                "request body is not a GraphQL request: expected {\"query\": \"...\", \"variables\": {...}, \"operationName\": \"...\"}",
+            )
+        }
     };
     execute(&state, peer, &headers, request).await
+}
+
+/// A GraphQL-over-HTTP POST body, parsed in one pass. `query` is required
+/// (async-graphql's own type would default it to "" and answer 200).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PostBody {
+    query: String,
+    #[serde(default)]
+    variables: Option<async_graphql::Variables>,
+    #[serde(default)]
+    operation_name: Option<String>,
+}
+
+impl PostBody {
+    fn into_request(self) -> async_graphql::Request {
+        let mut request = async_graphql::Request::new(self.query);
+        if let Some(variables) = self.variables {
+            request = request.variables(variables);
+        }
+        if let Some(name) = self.operation_name {
+            request = request.operation_name(name);
+        }
+        request
+    }
 }
 
 #[derive(Deserialize)]

@@ -47,6 +47,10 @@ impl SqliteStore {
             }
         }
         let pool = SqlitePoolOptions::new()
+            // A local file cannot go stale like a network connection; the
+            // ping before each use cost a round trip to the connection's
+            // worker thread on every query.
+            .test_before_acquire(false)
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
