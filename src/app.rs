@@ -16,26 +16,30 @@ use tokio::net::TcpListener;
 use crate::auth::{keys, load_refresh_key, KeyRing, PasswordHasher, TokenService};
 use crate::config::ServeConfig;
 use crate::domain::SignUpRules;
-use crate::graphql::build_schema;
+use crate::graphql::{build_schema, AppSchema};
 use crate::http::{router, AppState, HttpConfig};
 use crate::metrics::Metrics;
 use crate::service::{AccountService, AccountSettings, Throttle};
 use crate::storage::{self, Store};
 
-pub struct App {
-    listener: TcpListener,
-    router: Router,
-    shutdown_timeout: Duration,
+/// Everything a request needs, wired together: the HTTP layer serves it,
+/// and the micro-benchmarks drive it without HTTP.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<KeyRing>,
+    pub accounts: Arc<AccountService>,
+    pub schema: AppSchema,
+    pub metrics: Arc<Metrics>,
 }
 
-impl App {
-    pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
-        config.validate().map_err(anyhow::Error::msg)?;
+impl Services {
+    /// Opens the database (migrating unless disabled), loads the keys and
+    /// builds the services and the schema.
+    pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
         let store = open_database(&config.database, !config.no_migrate).await?;
         let keys = Arc::new(KeyRing::load(store.clone(), &config.tokens).await?);
         let current = keys.current();
         tracing::info!(kid = %current.kid, algorithm = ?current.algorithm, "access-token signing key");
-        spawn_key_reloader(&keys);
         let refresh_key = load_refresh_key(store.as_ref()).await?;
 
         let metrics = Arc::new(Metrics::new());
@@ -62,6 +66,33 @@ impl App {
             config.introspection,
             metrics.clone(),
         );
+        Ok(Self {
+            store,
+            keys,
+            accounts,
+            schema,
+            metrics,
+        })
+    }
+}
+
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    shutdown_timeout: Duration,
+}
+
+impl App {
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let Services {
+            store,
+            keys,
+            accounts,
+            schema,
+            metrics,
+        } = Services::build(&config).await?;
+        spawn_key_reloader(&keys);
         let cors_origins = config
             .cors_origins
             .iter()

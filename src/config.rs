@@ -379,13 +379,15 @@ impl ServeConfig {
                 "AUTHQL_HASH_CONCURRENCY and AUTHQL_DB_MAX_CONNECTIONS must be positive".into(),
             );
         }
-        argon2::Params::new(
-            self.passwords.argon2_memory_kib,
-            self.passwords.argon2_iterations,
-            self.passwords.argon2_parallelism,
-            None,
-        )
-        .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+        argon2_rust::Params::builder()
+            .memory(argon2_rust::params::Memory::kib(u64::from(
+                self.passwords.argon2_memory_kib,
+            )))
+            .passes(self.passwords.argon2_iterations)
+            .lanes(self.passwords.argon2_parallelism)
+            .threads(self.passwords.argon2_parallelism)
+            .build()
+            .map_err(|e| format!("invalid argon2 parameters: {e:?}"))?;
         Ok(())
     }
 }

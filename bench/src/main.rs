@@ -323,9 +323,13 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// Hashes per second on one thread, same parameters, for both engines; and
 /// a cross-check that each verifies the other's PHC strings (bit-exact).
 fn argon2_rate(seconds: f64, memory_kib: u32, iterations: u32) -> anyhow::Result<()> {
-    use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-    let params = argon2::Params::new(memory_kib, iterations, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let rustcrypto = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    use argon2::password_hash::{
+        PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString,
+    };
+    let params =
+        argon2::Params::new(memory_kib, iterations, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rustcrypto =
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::encode_b64(b"benchmark-salt16").map_err(|e| anyhow::anyhow!("{e}"))?;
     let reference = argon2_rust::Argon2::new(
         argon2_rust::Algorithm::Argon2id,
@@ -340,12 +344,24 @@ fn argon2_rate(seconds: f64, memory_kib: u32, iterations: u32) -> anyhow::Result
     );
 
     // Same PHC output: each engine verifies the other's hash.
-    let ours = rustcrypto.hash_password(PASSWORD.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("{e}"))?.to_string();
-    argon2_rust::Argon2::verify_encoded(&ours, PASSWORD.as_bytes(), argon2_rust::Algorithm::Argon2id)
-        .map_err(|e| anyhow::anyhow!("argon2-rust rejects the argon2 crate's hash: {e:?}"))?;
-    let theirs = reference.hash_encoded(PASSWORD.as_bytes(), b"benchmark-salt16").map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let ours = rustcrypto
+        .hash_password(PASSWORD.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .to_string();
+    argon2_rust::Argon2::verify_encoded(
+        &ours,
+        PASSWORD.as_bytes(),
+        argon2_rust::Algorithm::Argon2id,
+    )
+    .map_err(|e| anyhow::anyhow!("argon2-rust rejects the argon2 crate's hash: {e:?}"))?;
+    let theirs = reference
+        .hash_encoded(PASSWORD.as_bytes(), b"benchmark-salt16")
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     rustcrypto
-        .verify_password(PASSWORD.as_bytes(), &PasswordHash::new(&theirs).map_err(|e| anyhow::anyhow!("{e}"))?)
+        .verify_password(
+            PASSWORD.as_bytes(),
+            &PasswordHash::new(&theirs).map_err(|e| anyhow::anyhow!("{e}"))?,
+        )
         .map_err(|e| anyhow::anyhow!("the argon2 crate rejects argon2-rust's hash: {e}"))?;
 
     let rate = |f: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<f64> {
@@ -358,11 +374,19 @@ fn argon2_rate(seconds: f64, memory_kib: u32, iterations: u32) -> anyhow::Result
         Ok(hashes as f64 / started.elapsed().as_secs_f64())
     };
     // One reused work area, as authql's pool does.
-    let memory = std::cell::RefCell::new(vec![argon2::Block::default(); rustcrypto.params().block_count()]);
+    let memory = std::cell::RefCell::new(vec![
+        argon2::Block::default();
+        rustcrypto.params().block_count()
+    ]);
     let crypto_rate = rate(&|| {
         let mut out = [0u8; 32];
         rustcrypto
-            .hash_password_into_with_memory(PASSWORD.as_bytes(), b"benchmark-salt16", &mut out, &mut memory.borrow_mut()[..])
+            .hash_password_into_with_memory(
+                PASSWORD.as_bytes(),
+                b"benchmark-salt16",
+                &mut out,
+                &mut memory.borrow_mut()[..],
+            )
             .map_err(|e| anyhow::anyhow!("{e}"))
     })?;
     drop(memory);

@@ -102,6 +102,11 @@ impl AccountService {
         }
     }
 
+    /// The token service (for benchmarks and tools that mint or check tokens).
+    pub fn tokens(&self) -> &TokenService {
+        &self.tokens
+    }
+
     /// Counts an attempt against the address's limit, auditing a refusal.
     async fn attempt(&self, action: Action, client: IpAddr) -> Result<(), AuthError> {
         let result = self.throttle.attempt(action, client).await;
@@ -432,7 +437,7 @@ impl AccountService {
             return;
         }
         let n = self.sessions_opened.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % self.cleanup_every != 0 {
+        if !n.is_multiple_of(self.cleanup_every) {
             return;
         }
         let store = self.store.clone();

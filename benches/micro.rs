@@ -1,0 +1,107 @@
+//! Micro-benchmarks (criterion): token issue and verify, sign-up validation,
+//! and the GraphQL execution of `me` without HTTP, on a throwaway SQLite
+//! database. `cargo bench --bench micro`; results in BENCHMARKS.md.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use async_graphql::dataloader::DataLoader;
+use authql::app::Services;
+use authql::config::{Cli, Command, Secret, ServeConfig};
+use authql::domain::{CarForm, Password, SignUpForm, SignUpRules};
+use authql::graphql::CarLoader;
+use authql::service::ClientAddr;
+use clap::Parser as _;
+use criterion::{criterion_group, criterion_main, Criterion};
+
+const ME: &str = "{ me { id username email cars { brand model year } } }";
+
+fn form(username: &str) -> SignUpForm {
+    SignUpForm {
+        username: username.into(),
+        password: Password::new("correct horse battery staple"),
+        email: Some(format!("{username}@example.com")),
+        phone: Some("+7 999 123-45-67".into()),
+        name: Some("Иван".into()),
+        cars: Some(vec![
+            CarForm {
+                brand: "Lada".into(),
+                model: "Vesta".into(),
+                year: Some(2021),
+                vin: Some("XTA21700000000001".into()),
+                ..Default::default()
+            },
+            CarForm {
+                brand: "BMW".into(),
+                model: "X5".into(),
+                year: Some(2019),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    }
+}
+
+fn config(dir: &std::path::Path) -> ServeConfig {
+    let url = format!("sqlite://{}/bench.db", dir.display());
+    let cli = Cli::try_parse_from(["authql", "serve", "--database-url", &url]).expect("config");
+    let Some(Command::Serve(mut config)) = cli.command else {
+        unreachable!("serve")
+    };
+    config.tokens.jwt_secret = Some(Secret::new("bench-secret-bench-secret-bench-secret"));
+    *config
+}
+
+fn micro(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("dir");
+    let services = rt
+        .block_on(Services::build(&config(dir.path())))
+        .expect("services");
+    let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let signed = rt
+        .block_on(services.accounts.sign_up(form("bench"), client))
+        .expect("sign up");
+    let tokens = services.accounts.tokens();
+
+    c.bench_function("token/issue", |b| {
+        b.iter(|| {
+            tokens.issue_access(
+                1,
+                "3f2c1f0e-0000-4000-8000-000000000000",
+                chrono::Utc::now(),
+            )
+        })
+    });
+    c.bench_function("token/verify", |b| {
+        b.iter(|| tokens.verify_access(&signed.access_token))
+    });
+
+    let rules = SignUpRules::new(Some("RU")).with_context_words(&["authql".into()]);
+    let sample = form("ivan.petrov");
+    c.bench_function("validation/sign_up (e-mail, phone, 2 cars)", |b| {
+        b.iter(|| sample.clone().validate(&rules))
+    });
+
+    let viewer = rt.block_on(services.accounts.authenticate(Some(&signed.access_token)));
+    c.bench_function("graphql/me with cars (no HTTP)", |b| {
+        b.to_async(&rt).iter(|| async {
+            let request = async_graphql::Request::new(ME)
+                .data(viewer.clone())
+                .data(ClientAddr(client))
+                .data(DataLoader::new(
+                    CarLoader::new(services.accounts.clone()),
+                    tokio::spawn,
+                ));
+            let response = services.schema.execute(request).await;
+            assert!(response.errors.is_empty(), "{:?}", response.errors);
+            response
+        })
+    });
+}
+
+criterion_group!(benches, micro);
+criterion_main!(benches);
