@@ -40,6 +40,20 @@ pub enum Viewer {
     Rejected,
 }
 
+impl Viewer {
+    /// User id, session id and issue time of a valid token, or UNAUTHENTICATED.
+    fn session(&self) -> Result<(i64, &str, DateTime<Utc>), AuthError> {
+        match self {
+            Viewer::Authenticated {
+                user_id,
+                session_id,
+                issued_at,
+            } => Ok((*user_id, session_id, *issued_at)),
+            Viewer::Anonymous | Viewer::Rejected => Err(AuthError::Unauthenticated),
+        }
+    }
+}
+
 /// A successful sign-up, sign-in or refresh.
 #[derive(Debug, Clone)]
 pub struct SignedIn {
@@ -352,16 +366,9 @@ impl AccountService {
     /// The signed-in user. A revoked session (sign-out, reuse detection,
     /// sign-out everywhere) ends its access tokens at once.
     pub async fn me(&self, viewer: &Viewer) -> Result<UserRecord, AuthError> {
-        let Viewer::Authenticated {
-            user_id,
-            session_id,
-            issued_at,
-        } = viewer
-        else {
-            return Err(AuthError::Unauthenticated);
-        };
+        let (user_id, session_id, issued_at) = viewer.session()?;
         self.store
-            .session_user(*user_id, session_id, *issued_at)
+            .session_user(user_id, session_id, issued_at)
             .await?
             .ok_or(AuthError::Unauthenticated)
     }
@@ -372,16 +379,9 @@ impl AccountService {
         &self,
         viewer: &Viewer,
     ) -> Result<(UserRecord, Vec<CarRecord>), AuthError> {
-        let Viewer::Authenticated {
-            user_id,
-            session_id,
-            issued_at,
-        } = viewer
-        else {
-            return Err(AuthError::Unauthenticated);
-        };
+        let (user_id, session_id, issued_at) = viewer.session()?;
         self.store
-            .session_user_with_cars(*user_id, session_id, *issued_at)
+            .session_user_with_cars(user_id, session_id, issued_at)
             .await?
             .ok_or(AuthError::Unauthenticated)
     }
