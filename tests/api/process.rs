@@ -25,6 +25,8 @@ pub fn authql(dir: &std::path::Path) -> Command {
 pub struct Server {
     pub child: Child,
     pub addr: String,
+    /// Everything it logged so far (JSON lines).
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -75,8 +77,16 @@ pub fn start(cmd: &mut Command) -> Server {
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, addr }
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut log = sink.lock().expect("log lock");
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    Server { child, addr, log }
 }
 
 #[test]
@@ -162,4 +172,92 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     );
     // New connections are no longer accepted.
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+}
+
+/// With the most verbose logging, a whole session's worth of requests leaves
+/// no password, token or hash in the log.
+#[tokio::test]
+async fn logs_never_contain_passwords_tokens_or_hashes() {
+    use serde_json::json;
+
+    use crate::helpers::{post_graphql, CREATE_TOKEN, ME, REFRESH, SIGN_UP};
+    let dir = tempfile::tempdir().expect("dir");
+    let server = start(authql(dir.path()).env("AUTHQL_LOG", "trace"));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let url = server.url("/graphql");
+    let password = "Secret-Passphrase-4711";
+    let signed_up = post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        SIGN_UP,
+        json!({ "input": {
+        "username": "logged", "password": password, "email": "logged@example.com" } }),
+    )
+    .await;
+    let payload = &signed_up["data"]["signUp"];
+    let access = payload["accessToken"].as_str().expect("access").to_owned();
+    let refresh = payload["refreshToken"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        CREATE_TOKEN,
+        json!({ "input": { "login": "logged", "password": password } }),
+    )
+    .await;
+    post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        CREATE_TOKEN,
+        json!({ "input": { "login": "logged", "password": "Wrong-Passphrase-0815" } }),
+    )
+    .await;
+    post_graphql(&client, &url, Some(&access), None, ME, json!({})).await;
+    let rotated = post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        REFRESH,
+        json!({ "token": refresh }),
+    )
+    .await;
+    let next = rotated["data"]["refreshToken"]["refreshToken"]
+        .as_str()
+        .expect("next")
+        .to_owned();
+    // GET puts the document in the URL; a password there must not be logged either.
+    client
+        .get(server.url("/graphql"))
+        .query(&[("query", format!("{{ me {{ id }} }} # {password}"))])
+        .send()
+        .await
+        .expect("sent");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = server.log.lock().expect("log").clone();
+    assert!(log.contains("signed in"), "the log was captured");
+    for secret in [
+        password,
+        "Wrong-Passphrase-0815",
+        &access,
+        &refresh,
+        &next,
+        "$argon2id$",
+    ] {
+        assert!(!log.contains(secret), "log contains {secret:?}");
+    }
+    // Not even a JWT-looking fragment of the access token.
+    let signature = access.rsplit('.').next().expect("signature");
+    assert!(!log.contains(signature));
 }
