@@ -52,10 +52,25 @@ impl SqliteStore {
             // worker thread on every query.
             .test_before_acquire(false)
             .max_connections(config.max_connections)
-            .acquire_timeout(config.acquire_timeout)
-            .connect_with(options)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open SQLite database {}: {e}", display(&file)))?;
+            .acquire_timeout(config.acquire_timeout);
+        // Switching a new file to WAL takes an exclusive lock, and SQLite
+        // answers a second process doing the same at that moment with
+        // SQLITE_BUSY without waiting: retry briefly instead of failing.
+        let mut attempt = 0;
+        let pool = loop {
+            match pool.clone().connect_with(options.clone()).await {
+                Ok(pool) => break pool,
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("5") && attempt < 50 =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
+                Err(e) => {
+                    anyhow::bail!("cannot open SQLite database {}: {e}", display(&file))
+                }
+            }
+        };
         Ok(Self { pool })
     }
 }
