@@ -317,7 +317,7 @@ pub struct PasswordConfig {
         default_value = "authql"
     )]
     pub password_context_words: Vec<String>,
-    /// Most password hashes computed at once (default: the number of cores).
+    /// Hashing threads, i.e. most password hashes computed at once (default: the number of cores).
     #[arg(long, env = "AUTHQL_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
 }
