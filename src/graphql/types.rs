@@ -144,7 +144,10 @@ impl From<SignedIn> for AuthPayload {
             refresh_token: s.refresh_token,
             token_type: "Bearer".to_owned(),
             expires_in: i32::try_from(s.expires_in.as_secs()).unwrap_or(i32::MAX),
-            user: s.user.into(),
+            user: match s.cars {
+                Some(cars) => User::with_cars(s.user, cars),
+                None => s.user.into(),
+            },
         }
     }
 }

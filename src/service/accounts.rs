@@ -17,7 +17,8 @@ use crate::domain::{match_key, Password, SignUpForm, SignUpRules};
 use crate::error::{AuthError, FieldCode, FieldError};
 use crate::metrics::Metrics;
 use crate::storage::{
-    CarRecord, NewSession, Rotation, RotationOutcome, Store, StoreError, Taken, UserRecord,
+    CarRecord, NewAccount, NewSession, Rotation, RotationOutcome, Store, StoreError, Taken,
+    UserRecord,
 };
 
 impl From<StoreError> for AuthError {
@@ -61,6 +62,8 @@ pub struct SignedIn {
     pub refresh_token: String,
     pub expires_in: Duration,
     pub user: UserRecord,
+    /// The user's cars when they are at hand already (sign-up).
+    pub cars: Option<Vec<CarRecord>>,
 }
 
 pub struct AccountService {
@@ -156,8 +159,17 @@ impl AccountService {
             }
         };
         let hash = self.hasher.hash(&user.password).await?;
-        let record = match self.store.insert_user(&user, &hash, Utc::now()).await {
-            Ok(record) => record,
+        let now = Utc::now();
+        let (refresh_token, session) = self.new_session(0, now);
+        let account = NewAccount {
+            user: &user,
+            password_hash: &hash,
+            now,
+            session: &session,
+            client_addr: client.to_string(),
+        };
+        let (record, cars) = match self.store.insert_user(&account).await {
+            Ok(written) => written,
             // Lost a race with a concurrent sign-up: the unique index decided.
             Err(StoreError::Conflict) => {
                 let mut taken = self
@@ -172,10 +184,16 @@ impl AccountService {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(user_id = record.id, "user signed up");
-        self.audit
-            .record(audit::SIGN_UP, Some(record.id), client, None)
-            .await;
-        self.open_session(record).await
+        // The event row was written with the user; count it.
+        self.audit.written_elsewhere(audit::SIGN_UP);
+        self.maybe_clean_up();
+        Ok(SignedIn {
+            access_token: self.access_token(record.id, &session.id)?,
+            refresh_token,
+            expires_in: self.tokens.access_ttl(),
+            user: record,
+            cars: Some(cars),
+        })
     }
 
     /// Sign-in by username or e-mail. Unknown login and wrong password give
@@ -313,6 +331,7 @@ impl AccountService {
             refresh_token: successor,
             expires_in: self.tokens.access_ttl(),
             user,
+            cars: None,
         })
     }
 
@@ -410,15 +429,7 @@ impl AccountService {
     }
 
     async fn open_session(&self, user: UserRecord) -> Result<SignedIn, AuthError> {
-        let now = Utc::now();
-        let refresh_token = self.tokens.new_refresh_token();
-        let session = NewSession {
-            id: uuid::Uuid::new_v4().to_string(),
-            user_id: user.id,
-            token_hash: refresh_token_hash(&refresh_token),
-            created_at: now,
-            expires_at: now + self.refresh_ttl.min(self.session_max_lifetime),
-        };
+        let (refresh_token, session) = self.new_session(user.id, Utc::now());
         self.store.create_session(&session).await?;
         self.maybe_clean_up();
         Ok(SignedIn {
@@ -426,7 +437,21 @@ impl AccountService {
             refresh_token,
             expires_in: self.tokens.access_ttl(),
             user,
+            cars: None,
         })
+    }
+
+    /// A new refresh token and the session (family) it starts.
+    fn new_session(&self, user_id: i64, now: DateTime<Utc>) -> (String, NewSession) {
+        let refresh_token = self.tokens.new_refresh_token();
+        let session = NewSession {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id,
+            token_hash: refresh_token_hash(&refresh_token),
+            created_at: now,
+            expires_at: now + self.refresh_ttl.min(self.session_max_lifetime),
+        };
+        (refresh_token, session)
     }
 
     /// Every `cleanup_every`-th new session, deletes one small batch of

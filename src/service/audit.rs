@@ -30,6 +30,12 @@ impl Audit {
         Self { store, metrics }
     }
 
+    /// Counts an event whose row the store wrote inside the transaction it
+    /// belongs to (a sign-up's).
+    pub fn written_elsewhere(&self, kind: &'static str) {
+        self.metrics.security_event(kind);
+    }
+
     /// Records an event. A failure to write it is logged, not returned: the
     /// request it describes has already been decided.
     pub async fn record(

@@ -100,6 +100,29 @@ impl CarColumns {
     }
 }
 
+/// The inserted cars as records, in the order given, from the `(position,
+/// id)` pairs an `INSERT ... RETURNING` answered (in no promised order).
+pub(crate) fn cars_in_order(
+    user_id: i64,
+    user: &NewUser,
+    mut ids: Vec<(i64, i64)>,
+) -> Vec<CarRecord> {
+    ids.sort_unstable();
+    ids.into_iter()
+        .zip(&user.cars)
+        .map(|((_, id), car)| CarRecord {
+            id,
+            user_id,
+            brand: car.brand.clone(),
+            model: car.model.clone(),
+            year: car.year,
+            color: car.color.clone(),
+            license_plate: car.license_plate.clone(),
+            vin: car.vin.clone(),
+        })
+        .collect()
+}
+
 /// The columns [`CarColumns`] reads, for a `LEFT JOIN cars c`.
 pub(crate) const CAR_JOIN_COLUMNS: &str =
     "c.id AS car_id, c.brand, c.model, c.year, c.color, c.license_plate, c.vin";
@@ -127,6 +150,17 @@ pub struct NewSession {
     pub token_hash: Vec<u8>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// Everything a sign-up writes (see [`Store::insert_user`]).
+#[derive(Debug)]
+pub struct NewAccount<'a> {
+    pub user: &'a NewUser,
+    pub password_hash: &'a str,
+    pub now: DateTime<Utc>,
+    /// The first session; its `user_id` is the new user's, set by the store.
+    pub session: &'a NewSession,
+    pub client_addr: String,
 }
 
 /// One use of a refresh token.
@@ -206,14 +240,14 @@ pub trait Store: Send + Sync + 'static {
 
     async fn taken(&self, username_key: &str, email_key: Option<&str>)
         -> Result<Taken, StoreError>;
-    /// Inserts the user and their cars in one transaction.
+    /// Writes a sign-up in one transaction: the user, their cars, the first
+    /// session with its refresh token, and the `sign_up` security event.
+    /// Returns the user and the cars in their order.
     /// [`StoreError::Conflict`] when the username or e-mail is taken.
     async fn insert_user(
         &self,
-        user: &NewUser,
-        password_hash: &str,
-        now: DateTime<Utc>,
-    ) -> Result<UserRecord, StoreError>;
+        account: &NewAccount<'_>,
+    ) -> Result<(UserRecord, Vec<CarRecord>), StoreError>;
     /// The user whose username or e-mail has this match key; a username match
     /// wins over an e-mail match (a username may look like an address).
     async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError>;

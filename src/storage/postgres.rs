@@ -14,12 +14,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{FromRow, Postgres, QueryBuilder};
 
 use super::{
-    CarColumns, CarRecord, Cleanup, Credentials, LoginFailures, NewSession, Rotation,
-    RotationOutcome, SecurityEvent, Store, StoreError, StoredKey, Taken, UserRecord,
-    CAR_JOIN_COLUMNS,
+    cars_in_order, CarColumns, CarRecord, Cleanup, Credentials, LoginFailures, NewAccount,
+    NewSession, Rotation, RotationOutcome, SecurityEvent, Store, StoreError, StoredKey, Taken,
+    UserRecord, CAR_JOIN_COLUMNS,
 };
 use crate::config::DatabaseConfig;
-use crate::domain::NewUser;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -140,11 +139,9 @@ impl Store for PostgresStore {
 
     async fn insert_user(
         &self,
-        user: &NewUser,
-        password_hash: &str,
-        now: DateTime<Utc>,
-    ) -> Result<UserRecord, StoreError> {
-        let now = micros(now);
+        account: &NewAccount<'_>,
+    ) -> Result<(UserRecord, Vec<CarRecord>), StoreError> {
+        let (user, now) = (account.user, micros(account.now));
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (username, username_key, email, email_key, phone, name, surname,
@@ -159,10 +156,11 @@ impl Store for PostgresStore {
         .bind(&user.name)
         .bind(&user.surname)
         .bind(&user.second_name)
-        .bind(password_hash)
+        .bind(account.password_hash)
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        let mut car_ids: Vec<(i64, i64)> = Vec::new();
         if !user.cars.is_empty() {
             let mut insert = QueryBuilder::<Postgres>::new(
                 "INSERT INTO cars (user_id, position, brand, model, year, color, license_plate, vin) ",
@@ -177,10 +175,37 @@ impl Store for PostgresStore {
                     .push_bind(&car.license_plate)
                     .push_bind(&car.vin);
             });
-            insert.build().execute(&mut *tx).await?;
+            insert.push(" RETURNING position::bigint, id");
+            car_ids = insert.build_query_as().fetch_all(&mut *tx).await?;
         }
+        let session = account.session;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1::uuid, $2, $3, $4)",
+        )
+        .bind(&session.id)
+        .bind(id)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2::uuid, $3)",
+        )
+        .bind(&session.token_hash)
+        .bind(&session.id)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO security_events (at, kind, user_id, client_addr) VALUES ($1, 'sign_up', $2, $3)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(&account.client_addr)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(UserRecord {
+        let record = UserRecord {
             id,
             username: user.username.clone(),
             email: user.email.clone(),
@@ -189,7 +214,8 @@ impl Store for PostgresStore {
             surname: user.surname.clone(),
             second_name: user.second_name.clone(),
             created_at: now,
-        })
+        };
+        Ok((record, cars_in_order(id, user, car_ids)))
     }
 
     async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError> {

@@ -17,12 +17,11 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, QueryBuilder, Sqlite};
 
 use super::{
-    CarColumns, CarRecord, Cleanup, Credentials, LoginFailures, NewSession, Rotation,
-    RotationOutcome, SecurityEvent, Store, StoreError, StoredKey, Taken, UserRecord,
-    CAR_JOIN_COLUMNS,
+    cars_in_order, CarColumns, CarRecord, Cleanup, Credentials, LoginFailures, NewAccount,
+    NewSession, Rotation, RotationOutcome, SecurityEvent, Store, StoreError, StoredKey, Taken,
+    UserRecord, CAR_JOIN_COLUMNS,
 };
 use crate::config::DatabaseConfig;
-use crate::domain::NewUser;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -192,10 +191,9 @@ impl Store for SqliteStore {
 
     async fn insert_user(
         &self,
-        user: &NewUser,
-        password_hash: &str,
-        now: DateTime<Utc>,
-    ) -> Result<UserRecord, StoreError> {
+        account: &NewAccount<'_>,
+    ) -> Result<(UserRecord, Vec<CarRecord>), StoreError> {
+        let (user, now) = (account.user, account.now);
         let mut tx = self.pool.begin().await?;
         let (id,): (i64,) = sqlx::query_as(
             "INSERT INTO users (username, username_key, email, email_key, phone, name, surname,
@@ -210,10 +208,11 @@ impl Store for SqliteStore {
         .bind(&user.name)
         .bind(&user.surname)
         .bind(&user.second_name)
-        .bind(password_hash)
+        .bind(account.password_hash)
         .bind(millis(now))
         .fetch_one(&mut *tx)
         .await?;
+        let mut car_ids: Vec<(i64, i64)> = Vec::new();
         if !user.cars.is_empty() {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO cars (user_id, position, brand, model, year, color, license_plate, vin) ",
@@ -228,12 +227,37 @@ impl Store for SqliteStore {
                     .push_bind(&car.license_plate)
                     .push_bind(&car.vin);
             });
-            insert.build().execute(&mut *tx).await?;
+            insert.push(" RETURNING position, id");
+            car_ids = insert.build_query_as().fetch_all(&mut *tx).await?;
         }
+        let session = account.session;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&session.id)
+        .bind(id)
+        .bind(millis(session.created_at))
+        .bind(millis(session.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(&session.token_hash)
+        .bind(&session.id)
+        .bind(millis(session.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO security_events (at, kind, user_id, client_addr) VALUES (?, 'sign_up', ?, ?)",
+        )
+        .bind(millis(now))
+        .bind(id)
+        .bind(&account.client_addr)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        // Millisecond precision, as stored, so this equals what a read returns.
-        let created_at = from_millis(millis(now))?;
-        Ok(UserRecord {
+        let record = UserRecord {
             id,
             username: user.username.clone(),
             email: user.email.clone(),
@@ -241,8 +265,10 @@ impl Store for SqliteStore {
             name: user.name.clone(),
             surname: user.surname.clone(),
             second_name: user.second_name.clone(),
-            created_at,
-        })
+            // Millisecond precision, as stored, so this equals what a read returns.
+            created_at: from_millis(millis(now))?,
+        };
+        Ok((record, cars_in_order(id, user, car_ids)))
     }
 
     async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError> {
