@@ -11,7 +11,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{FromRow, Postgres, QueryBuilder};
+use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder};
 
 use super::{
     cars_in_order, CarColumns, CarRecord, Cleanup, Credentials, LoginFailures, NewAccount,
@@ -92,6 +92,32 @@ struct CredentialsRow {
 /// PostgreSQL keeps microseconds; what we return equals what a read returns.
 fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// Inserts a session and its first refresh token inside `tx`.
+async fn insert_session(
+    tx: &mut PgConnection,
+    session: &NewSession,
+    user_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1::uuid, $2, $3, $4)",
+    )
+    .bind(&session.id)
+    .bind(user_id)
+    .bind(session.created_at)
+    .bind(session.expires_at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2::uuid, $3)",
+    )
+    .bind(&session.token_hash)
+    .bind(&session.id)
+    .bind(session.expires_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -178,24 +204,7 @@ impl Store for PostgresStore {
             insert.push(" RETURNING position::bigint, id");
             car_ids = insert.build_query_as().fetch_all(&mut *tx).await?;
         }
-        let session = account.session;
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1::uuid, $2, $3, $4)",
-        )
-        .bind(&session.id)
-        .bind(id)
-        .bind(session.created_at)
-        .bind(session.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2::uuid, $3)",
-        )
-        .bind(&session.token_hash)
-        .bind(&session.id)
-        .bind(session.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_session(&mut tx, account.session, id).await?;
         sqlx::query(
             "INSERT INTO security_events (at, kind, user_id, client_addr) VALUES ($1, 'sign_up', $2, $3)",
         )
@@ -333,23 +342,7 @@ impl Store for PostgresStore {
 
     async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1::uuid, $2, $3, $4)",
-        )
-        .bind(&session.id)
-        .bind(session.user_id)
-        .bind(session.created_at)
-        .bind(session.expires_at)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2::uuid, $3)",
-        )
-        .bind(&session.token_hash)
-        .bind(&session.id)
-        .bind(session.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_session(&mut tx, session, session.user_id).await?;
         tx.commit().await?;
         Ok(())
     }

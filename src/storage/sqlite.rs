@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{
     cars_in_order, CarColumns, CarRecord, Cleanup, Credentials, LoginFailures, NewAccount,
@@ -143,6 +143,28 @@ struct TokenStateRow {
     session_created_at: i64,
 }
 
+/// Inserts a session and its first refresh token inside `tx`.
+async fn insert_session(
+    tx: &mut SqliteConnection,
+    session: &NewSession,
+    user_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        .bind(&session.id)
+        .bind(user_id)
+        .bind(millis(session.created_at))
+        .bind(millis(session.expires_at))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)")
+        .bind(&session.token_hash)
+        .bind(&session.id)
+        .bind(millis(session.expires_at))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -230,24 +252,7 @@ impl Store for SqliteStore {
             insert.push(" RETURNING position, id");
             car_ids = insert.build_query_as().fetch_all(&mut *tx).await?;
         }
-        let session = account.session;
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&session.id)
-        .bind(id)
-        .bind(millis(session.created_at))
-        .bind(millis(session.expires_at))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
-        )
-        .bind(&session.token_hash)
-        .bind(&session.id)
-        .bind(millis(session.expires_at))
-        .execute(&mut *tx)
-        .await?;
+        insert_session(&mut tx, account.session, id).await?;
         sqlx::query(
             "INSERT INTO security_events (at, kind, user_id, client_addr) VALUES (?, 'sign_up', ?, ?)",
         )
@@ -388,23 +393,7 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&session.id)
-        .bind(session.user_id)
-        .bind(millis(session.created_at))
-        .bind(millis(session.expires_at))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
-        )
-        .bind(&session.token_hash)
-        .bind(&session.id)
-        .bind(millis(session.expires_at))
-        .execute(&mut *tx)
-        .await?;
+        insert_session(&mut tx, session, session.user_id).await?;
         tx.commit().await?;
         Ok(())
     }
