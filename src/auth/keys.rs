@@ -156,8 +156,13 @@ struct KeySet {
 
 pub struct KeyRing {
     store: Arc<dyn Store>,
-    algorithm: JwtAlgorithm,
-    configured_secret: Option<Vec<u8>>,
+    /// The configured secret or the generated key in `settings`: read once,
+    /// it never changes, so reloads only re-read `signing_keys`.
+    bootstrap: Arc<Key>,
+    /// A configured secret always signs; a generated bootstrap key signs only
+    /// until a rotated key of the algorithm exists.
+    bootstrap_signs: bool,
+    algorithm: Algorithm,
     /// How long a retired key keeps verifying.
     overlap: Duration,
     keys: RwLock<Arc<KeySet>>,
@@ -166,61 +171,54 @@ pub struct KeyRing {
 
 impl KeyRing {
     pub async fn load(store: Arc<dyn Store>, config: &TokenConfig) -> anyhow::Result<Self> {
-        let configured_secret = match (&config.jwt_secret, config.jwt_algorithm) {
-            (Some(secret), JwtAlgorithm::Hs256) => Some(secret.expose().as_bytes().to_vec()),
+        let epoch = DateTime::<Utc>::UNIX_EPOCH;
+        let (bootstrap, bootstrap_signs) = match (&config.jwt_secret, config.jwt_algorithm) {
+            (Some(secret), JwtAlgorithm::Hs256) => {
+                (Key::hs256(secret.expose().as_bytes(), epoch), true)
+            }
             (Some(_), JwtAlgorithm::EdDsa) => {
                 anyhow::bail!("AUTHQL_JWT_SECRET is an HS256 secret; unset it to use AUTHQL_JWT_ALGORITHM=EdDSA")
             }
-            (None, _) => None,
+            (None, algorithm) => {
+                let name = algorithm_name(algorithm);
+                let setting = match algorithm {
+                    JwtAlgorithm::Hs256 => BOOTSTRAP_HS256,
+                    JwtAlgorithm::EdDsa => BOOTSTRAP_ED25519,
+                };
+                let value = store
+                    .setting_or_insert(setting, &generate_material(algorithm)?)
+                    .await?;
+                (key_from_material(name, &value, epoch)?, false)
+            }
         };
-        let algorithm = config.jwt_algorithm;
-        let set = Self::read(
-            store.as_ref(),
-            algorithm,
-            configured_secret.as_deref(),
-            Self::overlap_of(config),
-        )
-        .await?;
-        Ok(Self {
+        let bootstrap = Arc::new(bootstrap);
+        // Until the first read: the bootstrap key alone.
+        let initial = KeySet {
+            current: bootstrap.clone(),
+            verifying: HashMap::from([(bootstrap.kid.clone(), bootstrap.clone())]),
+        };
+        let ring = Self {
             store,
-            algorithm,
-            configured_secret,
-            overlap: Self::overlap_of(config),
-            keys: RwLock::new(Arc::new(set)),
+            bootstrap,
+            bootstrap_signs,
+            algorithm: match config.jwt_algorithm {
+                JwtAlgorithm::Hs256 => Algorithm::HS256,
+                JwtAlgorithm::EdDsa => Algorithm::EdDSA,
+            },
+            overlap: config.access_ttl + config.jwt_leeway + RELOAD_EVERY,
+            keys: RwLock::new(Arc::new(initial)),
             last_reload: Mutex::new(None),
-        })
+        };
+        ring.reload().await?;
+        Ok(ring)
     }
 
+    /// The bootstrap key plus the rotated ones: which signs, which verify.
     /// A retired key verifies for one access-token lifetime plus leeway and a
     /// minute of slack for instances that have not reloaded yet.
-    fn overlap_of(config: &TokenConfig) -> Duration {
-        config.access_ttl + config.jwt_leeway + RELOAD_EVERY
-    }
-
-    async fn read(
-        store: &dyn Store,
-        algorithm: JwtAlgorithm,
-        configured_secret: Option<&[u8]>,
-        overlap: Duration,
-    ) -> anyhow::Result<KeySet> {
-        let epoch = DateTime::<Utc>::UNIX_EPOCH;
-        let bootstrap = match (algorithm, configured_secret) {
-            (JwtAlgorithm::Hs256, Some(secret)) => Key::hs256(secret, epoch),
-            (JwtAlgorithm::Hs256, None) => {
-                let value = store
-                    .setting_or_insert(BOOTSTRAP_HS256, &generate_material(algorithm)?)
-                    .await?;
-                key_from_material("HS256", &value, epoch)?
-            }
-            (JwtAlgorithm::EdDsa, _) => {
-                let value = store
-                    .setting_or_insert(BOOTSTRAP_ED25519, &generate_material(algorithm)?)
-                    .await?;
-                key_from_material("EdDSA", &value, epoch)?
-            }
-        };
-        let mut keys = vec![Arc::new(bootstrap)];
-        for stored in store.signing_keys().await? {
+    async fn read(&self) -> anyhow::Result<KeySet> {
+        let mut keys = vec![self.bootstrap.clone()];
+        for stored in self.store.signing_keys().await? {
             keys.push(Arc::new(key_from_material(
                 &stored.algorithm,
                 &stored.material,
@@ -228,22 +226,18 @@ impl KeyRing {
             )?));
         }
         keys.sort_by_key(|k| k.created_at);
-        let wanted = match algorithm {
-            JwtAlgorithm::Hs256 => Algorithm::HS256,
-            JwtAlgorithm::EdDsa => Algorithm::EdDSA,
-        };
-        let current = if configured_secret.is_some() {
-            keys[0].clone()
+        let current = if self.bootstrap_signs {
+            self.bootstrap.clone()
         } else {
             keys.iter()
                 .rev()
-                .find(|k| k.algorithm == wanted)
+                .find(|k| k.algorithm == self.algorithm)
                 .cloned()
-                .unwrap_or_else(|| keys[0].clone())
+                .unwrap_or_else(|| self.bootstrap.clone())
         };
         // A key retires when a newer one appears; it verifies for `overlap` more.
         let now = Utc::now();
-        let overlap = chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::MAX);
+        let overlap = chrono::Duration::from_std(self.overlap).unwrap_or(chrono::Duration::MAX);
         let mut verifying = HashMap::new();
         for (i, key) in keys.iter().enumerate() {
             let retired_at = keys.get(i + 1).map(|next| next.created_at);
@@ -270,13 +264,7 @@ impl KeyRing {
     }
 
     pub async fn reload(&self) -> anyhow::Result<()> {
-        let set = Self::read(
-            self.store.as_ref(),
-            self.algorithm,
-            self.configured_secret.as_deref(),
-            self.overlap,
-        )
-        .await?;
+        let set = self.read().await?;
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
         Ok(())
     }
