@@ -68,7 +68,7 @@ pub fn serve(args: Args) -> anyhow::Result<()> {
         let state = Ceiling {
             session_check: !args.no_session_check,
             pool,
-            key: DecodingKey::from_secret(args.secret.as_bytes()),
+            key: DecodingKey::from_secret(args.secret.as_bytes())?,
             validation,
         };
         let app = Router::new().route("/me", post(me)).with_state(state);

@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+use ed25519_dalek::SigningKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
-use ring::signature::KeyPair as _;
+use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 
 use crate::config::{JwtAlgorithm, TokenConfig};
@@ -45,21 +47,23 @@ pub struct Key {
 }
 
 impl Key {
-    pub fn hs256(secret: &[u8], created_at: DateTime<Utc>) -> Self {
-        Self {
+    pub fn hs256(secret: &[u8], created_at: DateTime<Utc>) -> anyhow::Result<Self> {
+        let unusable = |e| anyhow::anyhow!("HS256 key is unusable: {e}");
+        Ok(Self {
             kid: format!("hs256-{}", short_hash(b"hs256", secret)),
             algorithm: Algorithm::HS256,
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            encoding: EncodingKey::from_secret(secret).map_err(unusable)?,
+            decoding: DecodingKey::from_secret(secret).map_err(unusable)?,
             public_x: None,
             created_at,
-        }
+        })
     }
 
     pub fn ed25519(pkcs8: &[u8], created_at: DateTime<Utc>) -> anyhow::Result<Self> {
-        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
+        let pair = SigningKey::from_pkcs8_der(pkcs8)
             .map_err(|e| anyhow::anyhow!("stored Ed25519 key is unreadable: {e}"))?;
-        let public = pair.public_key().as_ref();
+        let public = pair.verifying_key().to_bytes();
+        let public = public.as_slice();
         Ok(Self {
             kid: format!("ed25519-{}", short_hash(b"ed25519", public)),
             algorithm: Algorithm::EdDSA,
@@ -101,10 +105,13 @@ pub fn generate_material(algorithm: JwtAlgorithm) -> anyhow::Result<String> {
     match algorithm {
         JwtAlgorithm::Hs256 => Ok(super::tokens::random_key_b64()),
         JwtAlgorithm::EdDsa => {
-            let rng = ring::rand::SystemRandom::new();
-            let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-                .map_err(|e| anyhow::anyhow!("Ed25519 key generation failed: {e}"))?;
-            Ok(STANDARD.encode(doc.as_ref()))
+            let mut seed = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut seed);
+            // PKCS#8 v2 (private and public key), as earlier versions stored.
+            let doc = SigningKey::from_bytes(&seed)
+                .to_pkcs8_der()
+                .map_err(|e| anyhow::anyhow!("Ed25519 key encoding failed: {e}"))?;
+            Ok(STANDARD.encode(doc.as_bytes()))
         }
     }
 }
@@ -125,7 +132,7 @@ fn key_from_material(
         .decode(material)
         .map_err(|e| anyhow::anyhow!("stored {algorithm} key is not base64: {e}"))?;
     match algorithm {
-        "HS256" if bytes.len() >= 32 => Ok(Key::hs256(&bytes, created_at)),
+        "HS256" if bytes.len() >= 32 => Key::hs256(&bytes, created_at),
         "HS256" => anyhow::bail!("stored HS256 key is shorter than 32 bytes"),
         "EdDSA" => Key::ed25519(&bytes, created_at),
         other => anyhow::bail!("unknown key algorithm {other:?}"),
@@ -174,7 +181,7 @@ impl KeyRing {
         let epoch = DateTime::<Utc>::UNIX_EPOCH;
         let (bootstrap, bootstrap_signs) = match (&config.jwt_secret, config.jwt_algorithm) {
             (Some(secret), JwtAlgorithm::Hs256) => {
-                (Key::hs256(secret.expose().as_bytes(), epoch), true)
+                (Key::hs256(secret.expose().as_bytes(), epoch)?, true)
             }
             (Some(_), JwtAlgorithm::EdDsa) => {
                 anyhow::bail!("AUTHQL_JWT_SECRET is an HS256 secret; unset it to use AUTHQL_JWT_ALGORITHM=EdDSA")
@@ -324,5 +331,30 @@ mod tests {
         assert_eq!(key.kid, again.kid, "kid is derived from the key");
         assert!(key_from_material("HS256", "c2hvcnQ=", Utc::now()).is_err());
         assert!(key_from_material("RS256", &material, Utc::now()).is_err());
+    }
+
+    /// Keys stored by earlier versions (generated with ring) keep loading:
+    /// ring writes a PKCS#8 v2 document (its template, byte for byte, with the
+    /// public key as `[1] IMPLICIT`), and the generator now writes the same.
+    #[test]
+    fn ring_pkcs8_documents_still_load_and_new_ones_share_their_layout() {
+        let seed = [7u8; 32];
+        let public = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+        let mut ring_doc = vec![
+            0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        ring_doc.extend_from_slice(&seed);
+        ring_doc.extend_from_slice(&[0x81, 0x21, 0x00]);
+        ring_doc.extend_from_slice(&public);
+        let key = Key::ed25519(&ring_doc, Utc::now()).expect("ring document loads");
+        assert_eq!(key.public_x, Some(URL_SAFE_NO_PAD.encode(public)));
+
+        let ours = STANDARD
+            .decode(generate_material(JwtAlgorithm::EdDsa).expect("generate"))
+            .expect("base64");
+        assert_eq!(ours.len(), ring_doc.len());
+        assert_eq!(ours[..16], ring_doc[..16], "same header");
+        assert_eq!(ours[48..51], ring_doc[48..51], "public key as [1] IMPLICIT");
     }
 }

@@ -123,9 +123,22 @@ pub(crate) fn cars_in_order(
         .collect()
 }
 
-/// The columns [`CarColumns`] reads, for a `LEFT JOIN cars c`.
-pub(crate) const CAR_JOIN_COLUMNS: &str =
-    "c.id AS car_id, c.brand, c.model, c.year, c.color, c.license_plate, c.vin";
+/// The columns [`CarColumns`] reads, for a `LEFT JOIN cars c`. Macros so
+/// that queries built with `concat!` stay static SQL.
+macro_rules! car_join_columns {
+    () => {
+        "c.id AS car_id, c.brand, c.model, c.year, c.color, c.license_plate, c.vin"
+    };
+}
+pub(crate) use car_join_columns;
+
+/// The user columns of `users u`, in the order the backends' rows read them.
+macro_rules! user_columns {
+    () => {
+        "u.id, u.username, u.email, u.phone, u.name, u.surname, u.second_name, u.created_at"
+    };
+}
+pub(crate) use user_columns;
 
 /// A user with the stored PHC string, for sign-in only.
 #[derive(Debug, Clone)]

@@ -14,9 +14,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder};
 
 use super::{
-    cars_in_order, CarColumns, CarRecord, Cleanup, Credentials, LoginFailures, NewAccount,
-    NewSession, Rotation, RotationOutcome, SecurityEvent, Store, StoreError, StoredKey, Taken,
-    UserRecord, CAR_JOIN_COLUMNS,
+    car_join_columns, cars_in_order, user_columns, CarColumns, CarRecord, Cleanup, Credentials,
+    LoginFailures, NewAccount, NewSession, Rotation, RotationOutcome, SecurityEvent, Store,
+    StoreError, StoredKey, Taken, UserRecord,
 };
 use crate::config::DatabaseConfig;
 
@@ -43,9 +43,6 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 }
-
-const USER_COLUMNS: &str =
-    "u.id, u.username, u.email, u.phone, u.name, u.surname, u.second_name, u.created_at";
 
 #[derive(FromRow)]
 struct UserRow {
@@ -228,8 +225,10 @@ impl Store for PostgresStore {
     }
 
     async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError> {
-        let row: Option<CredentialsRow> = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS}, u.password_hash FROM users u
+        let row: Option<CredentialsRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", u.password_hash FROM users u
              WHERE u.username_key = $1 OR u.email_key = $1
              ORDER BY (u.username_key = $1) DESC LIMIT 1"
         ))
@@ -260,8 +259,10 @@ impl Store for PostgresStore {
         let Ok(session_id) = uuid::Uuid::parse_str(session_id) else {
             return Ok(None);
         };
-        let row: Option<UserRow> = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS} FROM users u JOIN sessions s ON s.user_id = u.id
+        let row: Option<UserRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u JOIN sessions s ON s.user_id = u.id
              WHERE u.id = $1 AND s.id = $2::uuid AND s.revoked_at IS NULL
                AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= $3)"
         ))
@@ -282,8 +283,12 @@ impl Store for PostgresStore {
         let Ok(session_id) = uuid::Uuid::parse_str(session_id) else {
             return Ok(None);
         };
-        let rows: Vec<UserWithCarRow> = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS}, {CAR_JOIN_COLUMNS} FROM users u
+        let rows: Vec<UserWithCarRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", ",
+            car_join_columns!(),
+            " FROM users u
              JOIN sessions s ON s.user_id = u.id
              LEFT JOIN cars c ON c.user_id = u.id
              WHERE u.id = $1 AND s.id = $2::uuid AND s.revoked_at IS NULL

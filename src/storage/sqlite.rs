@@ -17,9 +17,9 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{
-    cars_in_order, CarColumns, CarRecord, Cleanup, Credentials, LoginFailures, NewAccount,
-    NewSession, Rotation, RotationOutcome, SecurityEvent, Store, StoreError, StoredKey, Taken,
-    UserRecord, CAR_JOIN_COLUMNS,
+    car_join_columns, cars_in_order, user_columns, CarColumns, CarRecord, Cleanup, Credentials,
+    LoginFailures, NewAccount, NewSession, Rotation, RotationOutcome, SecurityEvent, Store,
+    StoreError, StoredKey, Taken, UserRecord,
 };
 use crate::config::DatabaseConfig;
 
@@ -86,9 +86,6 @@ fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(ms)
         .ok_or_else(|| StoreError::Corrupt(format!("bad timestamp {ms}")))
 }
-
-const USER_COLUMNS: &str =
-    "u.id, u.username, u.email, u.phone, u.name, u.surname, u.second_name, u.created_at";
 
 #[derive(FromRow)]
 struct UserRow {
@@ -277,8 +274,10 @@ impl Store for SqliteStore {
     }
 
     async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError> {
-        let row: Option<CredentialsRow> = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS}, u.password_hash FROM users u
+        let row: Option<CredentialsRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", u.password_hash FROM users u
              WHERE u.username_key = ?1 OR u.email_key = ?1
              ORDER BY u.username_key = ?1 DESC LIMIT 1"
         ))
@@ -309,8 +308,10 @@ impl Store for SqliteStore {
         session_id: &str,
         issued_at: DateTime<Utc>,
     ) -> Result<Option<UserRecord>, StoreError> {
-        let row: Option<UserRow> = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS} FROM users u JOIN sessions s ON s.user_id = u.id
+        let row: Option<UserRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u JOIN sessions s ON s.user_id = u.id
              WHERE u.id = ? AND s.id = ? AND s.revoked_at IS NULL
                AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= ?)"
         ))
@@ -328,8 +329,12 @@ impl Store for SqliteStore {
         session_id: &str,
         issued_at: DateTime<Utc>,
     ) -> Result<Option<(UserRecord, Vec<CarRecord>)>, StoreError> {
-        let rows: Vec<UserWithCarRow> = sqlx::query_as(&format!(
-            "SELECT {USER_COLUMNS}, {CAR_JOIN_COLUMNS} FROM users u
+        let rows: Vec<UserWithCarRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", ",
+            car_join_columns!(),
+            " FROM users u
              JOIN sessions s ON s.user_id = u.id
              LEFT JOIN cars c ON c.user_id = u.id
              WHERE u.id = ? AND s.id = ? AND s.revoked_at IS NULL

@@ -107,7 +107,7 @@ pub async fn create_postgres_database(admin_url: &str) -> String {
     let mut admin = sqlx::PgConnection::connect(admin_url)
         .await
         .expect("admin connection");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
         .expect("create database");
@@ -276,10 +276,11 @@ impl TestApp {
 
     pub async fn count(&self, table: &str) -> i64 {
         let pool = self.db_pool().await;
-        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(&pool)
-            .await
-            .expect("count");
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(&pool)
+                .await
+                .expect("count");
         pool.close().await;
         n
     }

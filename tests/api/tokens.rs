@@ -21,7 +21,12 @@ fn claims_of(jwt: &str) -> Value {
 }
 
 fn sign(header: &Header, claims: &Value, secret: &[u8]) -> String {
-    jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(secret)).expect("encode")
+    jsonwebtoken::encode(
+        header,
+        claims,
+        &EncodingKey::from_secret(secret).expect("key"),
+    )
+    .expect("encode")
 }
 
 async fn access_token_has_the_documented_header_and_claims(backend: Backend) {
