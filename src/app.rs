@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::http::HeaderValue;
@@ -16,8 +15,8 @@ use tokio::net::TcpListener;
 use crate::auth::{keys, load_refresh_key, KeyRing, PasswordHasher, TokenService};
 use crate::config::ServeConfig;
 use crate::domain::SignUpRules;
-use crate::graphql::{build_schema, AppSchema};
-use crate::http::{router, AppState, HttpConfig};
+use crate::graphql::{build_schema, document_guard, AppSchema, DocumentGuard};
+use crate::http::{router, AppState, RouterConfig, ServerLimits};
 use crate::metrics::Metrics;
 use crate::service::{AccountService, AccountSettings, Throttle};
 use crate::storage::{self, Store};
@@ -29,6 +28,7 @@ pub struct Services {
     pub keys: Arc<KeyRing>,
     pub accounts: Arc<AccountService>,
     pub schema: AppSchema,
+    pub documents: Arc<DocumentGuard>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -71,6 +71,7 @@ impl Services {
             keys,
             accounts,
             schema,
+            documents: Arc::new(document_guard(&config.limits, config.introspection)),
             metrics,
         })
     }
@@ -79,7 +80,7 @@ impl Services {
 pub struct App {
     listener: TcpListener,
     router: Router,
-    shutdown_timeout: Duration,
+    limits: ServerLimits,
 }
 
 impl App {
@@ -90,6 +91,7 @@ impl App {
             keys,
             accounts,
             schema,
+            documents,
             metrics,
         } = Services::build(&config).await?;
         spawn_key_reloader(&keys);
@@ -106,14 +108,17 @@ impl App {
         let router = router(
             AppState {
                 schema,
+                documents,
                 accounts,
                 store,
                 metrics,
                 keys,
                 trusted_proxies: Arc::new(config.security.trusted_proxies.clone()),
                 max_document_bytes: config.limits.max_document_bytes,
+                max_body_bytes: config.limits.max_body_bytes,
+                body_timeout: config.http.body_timeout,
             },
-            &HttpConfig {
+            &RouterConfig {
                 max_body_bytes: config.limits.max_body_bytes,
                 cors_origins,
             },
@@ -124,7 +129,12 @@ impl App {
         Ok(Self {
             listener,
             router,
-            shutdown_timeout: config.shutdown_timeout,
+            limits: ServerLimits {
+                max_connections: config.http.max_connections,
+                header_timeout: config.http.header_timeout,
+                idle_timeout: config.http.idle_timeout,
+                shutdown_timeout: config.shutdown_timeout,
+            },
         })
     }
 
@@ -140,29 +150,10 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut draining = stop_rx.clone();
-        let signal = async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        };
         tracing::info!(addr = %self.local_addr(), "authql listening");
-        let server = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal);
-        let deadline = async move {
-            let _ = draining.wait_for(|stopped| *stopped).await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            tokio::time::sleep(self.shutdown_timeout).await;
-        };
-        tokio::select! {
-            result = server => result.context("server error")?,
-            () = deadline => tracing::warn!("shutdown timeout reached; dropping remaining connections"),
-        }
-        drop(stop_rx);
+        crate::http::serve(self.listener, self.router, self.limits, shutdown)
+            .await
+            .context("server error")?;
         tracing::info!("authql stopped");
         Ok(())
     }

@@ -111,6 +111,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub security: SecurityConfig,
 
+    #[command(flatten)]
+    pub http: HttpConfig,
+
     /// Region (ISO 3166 code such as `RU`) for phone numbers written without `+`.
     /// Without it such numbers are refused.
     #[arg(long, env = "AUTHQL_PHONE_REGION")]
@@ -322,6 +325,29 @@ pub struct PasswordConfig {
     pub hash_concurrency: Option<usize>,
 }
 
+/// Connection-level limits: what a client must send, and how fast.
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
+    /// Most client connections open at once; further ones wait to be accepted.
+    #[arg(
+        id = "max_client_connections",
+        long = "max-connections",
+        env = "AUTHQL_MAX_CONNECTIONS",
+        default_value_t = 1024
+    )]
+    pub max_connections: usize,
+    /// Time for a request's headers to arrive, from its first byte (and for
+    /// the first byte of a new connection); over it: 408 and closed.
+    #[arg(long = "http-header-timeout", env = "AUTHQL_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Time for a whole request body to arrive once the headers have; over it: 408.
+    #[arg(long = "http-body-timeout", env = "AUTHQL_HTTP_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// How long a kept-alive connection may sit idle between requests.
+    #[arg(long = "http-idle-timeout", env = "AUTHQL_HTTP_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct LimitsConfig {
     /// Largest accepted request body in bytes (larger: HTTP 413).
@@ -370,6 +396,24 @@ impl ServeConfig {
                     "AUTHQL_PHONE_REGION={region:?} is not an ISO 3166 region code such as RU"
                 ));
             }
+        }
+        if self.http.max_connections == 0 {
+            return Err("AUTHQL_MAX_CONNECTIONS must be positive".into());
+        }
+        for (name, value) in [
+            ("AUTHQL_HTTP_HEADER_TIMEOUT", self.http.header_timeout),
+            ("AUTHQL_HTTP_BODY_TIMEOUT", self.http.body_timeout),
+            ("AUTHQL_HTTP_IDLE_TIMEOUT", self.http.idle_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(format!("{name} must be at least 100ms"));
+            }
+        }
+        if self.limits.max_depth > crate::graphql::MAX_SELECTION_NESTING {
+            return Err(format!(
+                "AUTHQL_MAX_DEPTH must be at most {} (the deepest nesting a document may have)",
+                crate::graphql::MAX_SELECTION_NESTING
+            ));
         }
         if self.security.login_max_delay < Duration::from_secs(1) {
             return Err("AUTHQL_LOGIN_MAX_DELAY must be at least 1s".into());

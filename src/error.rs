@@ -11,8 +11,13 @@ use serde::Serialize;
 /// `extensions.code` of errors raised by the GraphQL engine itself.
 pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
 pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
-/// An HTTP request that is not a GraphQL request at all (HTTP 400/405/413).
+/// An HTTP request that is not a GraphQL request at all (HTTP 400/405/408,
+/// 413/414/431).
 pub const BAD_REQUEST: &str = "BAD_REQUEST";
+/// An unknown path (HTTP 404).
+pub const NOT_FOUND: &str = "NOT_FOUND";
+/// Anything unexpected; the message says only "internal error".
+pub const INTERNAL: &str = "INTERNAL";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

@@ -3,6 +3,7 @@
 //! The schema can be built without a database ([`sdl`]), which is what
 //! `authql print-schema` prints and `schema.graphql` must equal.
 
+mod document;
 mod loaders;
 mod mutation;
 mod policy;
@@ -13,6 +14,9 @@ use std::sync::Arc;
 
 use async_graphql::{EmptySubscription, Schema, SchemaBuilder};
 
+pub use document::{
+    DocumentGuard, DocumentLimits, PreparedDocument, Refusal, MAX_SELECTION_NESTING,
+};
 pub use loaders::CarLoader;
 pub use mutation::Mutation;
 pub use policy::RequestPolicy;
@@ -32,7 +36,9 @@ fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
     Schema::build(Query, Mutation, EmptySubscription)
 }
 
-/// The schema with its data, limits and request policy.
+/// The schema with its data, limits and request policy. The engine's
+/// limits stay on as a second line behind [`DocumentGuard`], which refuses
+/// documents before they reach it.
 pub fn build_schema(
     accounts: Arc<AccountService>,
     limits: &LimitsConfig,
@@ -43,15 +49,22 @@ pub fn build_schema(
         .data(accounts)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
-        .extension(RequestPolicy::new(
-            limits.max_root_fields,
-            introspection,
-            metrics,
-        ));
+        .limit_recursive_depth(MAX_SELECTION_NESTING)
+        .extension(RequestPolicy::new(metrics));
     if !introspection {
         schema = schema.disable_introspection();
     }
     schema.finish()
+}
+
+/// The document checks that go with a schema built with these settings.
+pub fn document_guard(limits: &LimitsConfig, introspection: bool) -> DocumentGuard {
+    DocumentGuard::new(DocumentLimits {
+        max_depth: limits.max_depth,
+        max_complexity: limits.max_complexity,
+        max_root_fields: limits.max_root_fields,
+        introspection,
+    })
 }
 
 /// The SDL of the public schema (no database needed).

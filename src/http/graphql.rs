@@ -6,55 +6,86 @@
 //! [`Viewer`] and a DataLoader is built per request.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::parser::types::{DocumentOperations, OperationType};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{graphiql, AppState};
-use crate::error::{with_code, BAD_REQUEST, GRAPHQL_VALIDATION_FAILED};
-use crate::graphql::CarLoader;
+use super::{graphiql, http_error, AppState};
+use crate::error::{with_code, BAD_REQUEST, GRAPHQL_VALIDATION_FAILED, INTERNAL};
+use crate::graphql::{CarLoader, Refusal};
 use crate::service::{ClientAddr, Viewer};
 
 pub async fn post(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return http_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-        }
-        Err(_) => return http_error(StatusCode::BAD_REQUEST, "could not read the request body"),
-    };
+    // Refused on the declared length before reading anything, so a client
+    // that sent `Expect: 100-continue` is told at once and sends nothing.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > state.max_body_bytes as u64) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    }
     if !is_json(&headers) {
         // Also what keeps cross-site form posts (text/plain) out.
-        return http_error(
+        return refuse(
             StatusCode::BAD_REQUEST,
             "Content-Type must be application/json",
         );
     }
+    let body = match tokio::time::timeout(
+        state.body_timeout,
+        axum::body::to_bytes(body, state.max_body_bytes),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) if is_length_limit(&e) => {
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        }
+        Ok(Err(_)) => return refuse(StatusCode::BAD_REQUEST, "could not read the request body"),
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            )
+        }
+    };
     let request = match serde_json::from_slice::<PostBody>(&body) {
         Ok(body) => body.into_request(),
         Err(e) if e.is_syntax() || e.is_eof() => {
-            return http_error(StatusCode::BAD_REQUEST, "request body is not valid JSON")
+            return refuse(StatusCode::BAD_REQUEST, "request body is not valid JSON")
         }
         Err(_) => {
-            return http_error(
+            return refuse(
                 StatusCode::BAD_REQUEST,
                 "request body is not a GraphQL request: expected {\"query\": \"...\", \"variables\": {...}, \"operationName\": \"...\"}",
             )
         }
     };
-    execute(&state, peer, &headers, request).await
+    execute(&state, peer, &headers, request, Method::Post).await
+}
+
+/// Whether reading a body failed on the size limit (`to_bytes`' limit).
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// A GraphQL-over-HTTP POST body, parsed in one pass. `query` is required
@@ -98,24 +129,14 @@ pub async fn get(
 ) -> Response {
     let params: GetParams = match serde_urlencoded::from_str(raw.as_deref().unwrap_or("")) {
         Ok(params) => params,
-        Err(_) => return http_error(StatusCode::BAD_REQUEST, "malformed query string"),
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "malformed query string"),
     };
     let Some(query) = params.query else {
         if wants_html(&headers) {
             return graphiql::page().into_response();
         }
-        return http_error(StatusCode::BAD_REQUEST, "missing `query` parameter");
+        return refuse(StatusCode::BAD_REQUEST, "missing `query` parameter");
     };
-    if is_mutation(&query, params.operation_name.as_deref()) {
-        let mut response = http_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "mutations are only accepted over POST",
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
-        return response;
-    }
     let mut request = async_graphql::Request::new(query);
     if let Some(name) = params.operation_name {
         request = request.operation_name(name);
@@ -125,20 +146,28 @@ pub async fn get(
             Ok(json @ serde_json::Value::Object(_)) => {
                 request = request.variables(async_graphql::Variables::from_json(json));
             }
-            _ => return http_error(StatusCode::BAD_REQUEST, "`variables` must be a JSON object"),
+            _ => return refuse(StatusCode::BAD_REQUEST, "`variables` must be a JSON object"),
         }
     }
-    execute(&state, peer, &headers, request).await
+    execute(&state, peer, &headers, request, Method::Get).await
+}
+
+/// How the request arrived: mutations are refused over GET.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
 }
 
 async fn execute(
     state: &AppState,
     peer: SocketAddr,
     headers: &HeaderMap,
-    request: async_graphql::Request,
+    mut request: async_graphql::Request,
+    method: Method,
 ) -> Response {
     if request.query.len() > state.max_document_bytes {
-        return http_error(
+        return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!(
                 "GraphQL document longer than {} bytes",
@@ -146,11 +175,33 @@ async fn execute(
             ),
         );
     }
+    let started = Instant::now();
+    let document = match state.documents.prepare(&request.query) {
+        Ok(document) => document,
+        Err(refusal) => {
+            state
+                .metrics
+                .observe_request("invalid", false, started.elapsed());
+            return Json(refused(refusal)).into_response();
+        }
+    };
+    if method == Method::Get && document.may_mutate(request.operation_name.as_deref()) {
+        let mut response = refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "mutations are only accepted over POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return response;
+    }
+    request.set_parsed_query(document.document.clone());
     let viewer: Viewer = state.accounts.authenticate(bearer_token(headers)).await;
     let client = client_addr(peer.ip(), headers, &state.trusted_proxies);
     let request = request
         .data(viewer)
         .data(ClientAddr(client))
+        .data(document)
         .data(DataLoader::new(
             CarLoader::new(state.accounts.clone()),
             tokio::spawn,
@@ -170,12 +221,21 @@ async fn execute(
         if executed {
             tracing::error!(message = %error.message, "uncoded error during execution");
             error.message = "internal error".to_owned();
-            *error = with_code(error.clone(), "INTERNAL");
+            *error = with_code(error.clone(), INTERNAL);
         } else {
             *error = with_code(error.clone(), GRAPHQL_VALIDATION_FAILED);
         }
     }
     Json(response).into_response()
+}
+
+/// The answer to a document refused before execution: `data` is null and
+/// nothing ran.
+fn refused(refusal: Refusal) -> async_graphql::Response {
+    async_graphql::Response::from_errors(vec![with_code(
+        async_graphql::ServerError::new(refusal.message, None),
+        refusal.code,
+    )])
 }
 
 /// The client's address. `X-Forwarded-For` is believed only from trusted
@@ -228,34 +288,9 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/html"))
 }
 
-/// Whether the operation a GET would run is a mutation. Unparsable documents
-/// are left to the engine, which answers GRAPHQL_PARSE_FAILED.
-fn is_mutation(query: &str, operation_name: Option<&str>) -> bool {
-    let Ok(doc) = async_graphql::parser::parse_query(query) else {
-        return false;
-    };
-    match &doc.operations {
-        DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
-        DocumentOperations::Multiple(ops) => match operation_name {
-            Some(name) => ops
-                .get(name)
-                .is_some_and(|op| op.node.ty == OperationType::Mutation),
-            None => ops.values().any(|op| op.node.ty == OperationType::Mutation),
-        },
-    }
-}
-
 /// A JSON error for requests that never reach the GraphQL engine.
-pub fn http_error(status: StatusCode, message: &str) -> Response {
-    let code = if status == StatusCode::NOT_FOUND {
-        "NOT_FOUND"
-    } else {
-        BAD_REQUEST
-    };
-    let body = serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": code } }]
-    });
-    (status, Json(body)).into_response()
+fn refuse(status: StatusCode, message: &str) -> Response {
+    http_error(status, BAD_REQUEST, message)
 }
 
 #[cfg(test)]

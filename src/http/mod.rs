@@ -4,6 +4,9 @@
 mod graphiql;
 mod graphql;
 mod health;
+mod server;
+
+pub use server::{serve, ServerLimits};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::KeyRing;
-use crate::graphql::AppSchema;
+use crate::error::{BAD_REQUEST, INTERNAL, NOT_FOUND};
+use crate::graphql::{AppSchema, DocumentGuard};
 use crate::metrics::Metrics;
 use crate::service::AccountService;
 use crate::storage::Store;
@@ -26,20 +30,24 @@ use crate::storage::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub schema: AppSchema,
+    pub documents: Arc<DocumentGuard>,
     pub accounts: Arc<AccountService>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub keys: Arc<KeyRing>,
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     pub max_document_bytes: usize,
+    pub max_body_bytes: usize,
+    /// How long a POST body may take to arrive.
+    pub body_timeout: Duration,
 }
 
-pub struct HttpConfig {
+pub struct RouterConfig {
     pub max_body_bytes: usize,
     pub cors_origins: Vec<HeaderValue>,
 }
 
-pub fn router(state: AppState, config: &HttpConfig) -> Router {
+pub fn router(state: AppState, config: &RouterConfig) -> Router {
     let mut router = Router::new()
         .route("/", get(graphiql::index))
         .route("/graphql", get(graphql::get).post(graphql::post))
@@ -69,13 +77,32 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
 }
 
 pub async fn not_found() -> Response {
-    graphql::http_error(StatusCode::NOT_FOUND, "not found")
+    http_error(StatusCode::NOT_FOUND, NOT_FOUND, "not found")
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("request handler panicked");
-    let body = serde_json::json!({
-        "errors": [{ "message": "internal error", "extensions": { "code": "INTERNAL" } }]
-    });
-    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+    http_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        INTERNAL,
+        "internal error",
+    )
+}
+
+/// The JSON body of every error answered outside the GraphQL engine.
+pub fn error_body(code: &str, message: &str) -> String {
+    serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    })
+    .to_string()
+}
+
+/// An HTTP-level error: `status` with an [`error_body`].
+pub fn http_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        error_body(code, message),
+    )
+        .into_response()
 }

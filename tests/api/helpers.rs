@@ -369,3 +369,44 @@ pub fn assert_no_secrets(body: &Value) {
         assert!(!text.contains(needle), "response leaks {needle:?}: {text}");
     }
 }
+
+/// A raw HTTP/1.1 exchange over TCP, for requests reqwest will not send
+/// (URLs over 64 KiB, half-sent requests). The request should say
+/// `Connection: close`; returns the status and the body.
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // The server may answer (and close) before it has read everything.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers and closes");
+    parse_http_response(&answer)
+}
+
+/// Status and body of a raw HTTP/1.1 response (Content-Length bodies).
+pub fn parse_http_response(answer: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {:?}", &text[..text.len().min(200)]));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A GET of `/graphql?query=...` sent as raw bytes (any URL length).
+pub async fn raw_get_graphql(addr: SocketAddr, query: &str) -> (u16, String) {
+    let encoded: String = serde_urlencoded::to_string([("query", query)]).expect("encode");
+    let request =
+        format!("GET /graphql?{encoded} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    raw_http(addr, request.as_bytes()).await
+}
