@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use async_graphql::dataloader::DataLoader;
 use authql::app::Services;
 use authql::config::{Cli, Command, Secret, ServeConfig};
+use authql::domain::Client;
 use authql::domain::{CarForm, Password, SignUpForm, SignUpRules};
 use authql::graphql::CarLoader;
-use authql::service::ClientAddr;
 use clap::Parser as _;
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -61,9 +61,9 @@ fn micro(c: &mut Criterion) {
     let services = rt
         .block_on(Services::build(&config(dir.path())))
         .expect("services");
-    let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let client = Client::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 64);
     let signed = rt
-        .block_on(services.accounts.sign_up(form("bench"), client))
+        .block_on(services.accounts.sign_up(form("bench"), &client))
         .expect("sign up");
     let tokens = services.accounts.tokens();
 
@@ -91,7 +91,7 @@ fn micro(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let request = async_graphql::Request::new(ME)
                 .data(viewer.clone())
-                .data(ClientAddr(client))
+                .data(client)
                 .data(DataLoader::new(
                     CarLoader::new(services.accounts.clone()),
                     tokio::spawn,

@@ -41,6 +41,13 @@ impl Services {
         let current = keys.current();
         tracing::info!(kid = %current.kid, algorithm = ?current.algorithm, "access-token signing key");
         let refresh_key = load_refresh_key(store.as_ref()).await?;
+        // The database's delete trigger allows removing audit rows older than this.
+        store
+            .set_setting(
+                AUDIT_RETENTION_SETTING,
+                &config.security.audit_retention.as_millis().to_string(),
+            )
+            .await?;
 
         let metrics = Arc::new(Metrics::new());
         let hasher = PasswordHasher::new(&config.passwords, metrics.clone())?;
@@ -57,6 +64,7 @@ impl Services {
                 session_max_lifetime: config.tokens.session_max_lifetime,
                 throttle: Throttle::new(store.clone(), &config.security),
                 cleanup_every: config.security.cleanup_every,
+                audit_retention: config.security.audit_retention,
             },
             metrics.clone(),
         ));
@@ -76,6 +84,9 @@ impl Services {
         })
     }
 }
+
+/// settings key the audit trail's delete trigger reads (see migrations).
+const AUDIT_RETENTION_SETTING: &str = "audit_retention_ms";
 
 pub struct App {
     listener: TcpListener,
@@ -114,6 +125,7 @@ impl App {
                 metrics,
                 keys,
                 trusted_proxies: Arc::new(config.security.trusted_proxies.clone()),
+                ipv6_prefix: config.security.ipv6_prefix,
                 max_document_bytes: config.limits.max_document_bytes,
                 max_body_bytes: config.limits.max_body_bytes,
                 body_timeout: config.http.body_timeout,

@@ -243,6 +243,9 @@ pub struct SecurityConfig {
     /// refreshToken calls per client address per window.
     #[arg(long, env = "AUTHQL_RATE_REFRESH", default_value = "300/5m")]
     pub rate_refresh: RateLimit,
+    /// revokeToken calls per client address per window.
+    #[arg(long, env = "AUTHQL_RATE_REVOKE", default_value = "300/5m")]
+    pub rate_revoke: RateLimit,
     /// Consecutive failed sign-ins for one login from one address before each
     /// further attempt must wait (1s, doubling per failure).
     #[arg(long, env = "AUTHQL_LOGIN_FREE_FAILURES", default_value_t = 5)]
@@ -252,8 +255,16 @@ pub struct SecurityConfig {
     pub login_max_delay: Duration,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
     /// Empty (the default): the socket's peer address is the client.
-    #[arg(long, env = "AUTHQL_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(long, env = "AUTHQL_TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::domain::client::parse_trusted_proxy)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// IPv6 clients are limited per network of this prefix length (one host
+    /// or home connection usually has a whole /64).
+    #[arg(long, env = "AUTHQL_IPV6_PREFIX", default_value_t = crate::domain::client::DEFAULT_IPV6_PREFIX, value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_prefix: u8,
+    /// How long security events are kept; cleanup deletes older ones, and the
+    /// database refuses to delete younger ones.
+    #[arg(long, env = "AUTHQL_AUDIT_RETENTION", default_value = "365d", value_parser = parse_duration)]
+    pub audit_retention: Duration,
     /// Delete expired and revoked sessions and stale counters in a small batch
     /// after every N-th session-creating call (0: never).
     #[arg(long, env = "AUTHQL_CLEANUP_EVERY", default_value_t = 64)]
@@ -323,6 +334,13 @@ pub struct PasswordConfig {
     /// Hashing threads, i.e. most password hashes computed at once (default: the number of cores).
     #[arg(long, env = "AUTHQL_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
+    /// Most password hashes waiting for a hashing thread; past that, sign-ins
+    /// and sign-ups are refused at once with RATE_LIMITED.
+    #[arg(long, env = "AUTHQL_HASH_QUEUE", default_value_t = 128)]
+    pub hash_queue: usize,
+    /// Most places in that queue one client address (IPv6: one prefix) may hold.
+    #[arg(long, env = "AUTHQL_HASH_QUEUE_PER_CLIENT", default_value_t = 16)]
+    pub hash_queue_per_client: usize,
 }
 
 /// Connection-level limits: what a client must send, and how fast.
@@ -415,13 +433,18 @@ impl ServeConfig {
                 crate::graphql::MAX_SELECTION_NESTING
             ));
         }
+        if self.security.audit_retention < Duration::from_secs(24 * 3600) {
+            return Err("AUTHQL_AUDIT_RETENTION must be at least 1d".into());
+        }
         if self.security.login_max_delay < Duration::from_secs(1) {
             return Err("AUTHQL_LOGIN_MAX_DELAY must be at least 1s".into());
         }
-        if self.passwords.hash_concurrency == Some(0) || self.database.max_connections == 0 {
-            return Err(
-                "AUTHQL_HASH_CONCURRENCY and AUTHQL_DB_MAX_CONNECTIONS must be positive".into(),
-            );
+        if self.passwords.hash_concurrency == Some(0)
+            || self.passwords.hash_queue == 0
+            || self.passwords.hash_queue_per_client == 0
+            || self.database.max_connections == 0
+        {
+            return Err("AUTHQL_HASH_CONCURRENCY, AUTHQL_HASH_QUEUE, AUTHQL_HASH_QUEUE_PER_CLIENT and AUTHQL_DB_MAX_CONNECTIONS must be positive".into());
         }
         argon2_rust::Params::builder()
             .memory(argon2_rust::params::Memory::kib(u64::from(

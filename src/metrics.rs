@@ -9,6 +9,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -37,7 +38,14 @@ pub struct Metrics {
     latency: HistogramFamily<OperationOnly>,
     sign_ins: Family<ResultLabels, Counter>,
     hash_wait: Histogram,
+    hash_shed: Family<ReasonLabels, Counter>,
+    hash_queue_depth: Gauge,
     security_events: Family<KindLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,6 +87,18 @@ impl Metrics {
             "Time an argon2 hash or verify waited for a free hashing slot",
             hash_wait.clone(),
         );
+        let hash_shed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "password_hash_shed",
+            "Password hashes not computed: queue_full and client_share (refused with RATE_LIMITED), caller_gone (the client hung up while queued)",
+            hash_shed.clone(),
+        );
+        let hash_queue_depth = Gauge::default();
+        registry.register(
+            "password_hash_queue_depth",
+            "Password hashes waiting for a hashing thread (and places reserved)",
+            hash_queue_depth.clone(),
+        );
         let security_events = Family::<KindLabels, Counter>::default();
         registry.register(
             "security_events",
@@ -92,6 +112,8 @@ impl Metrics {
             latency,
             sign_ins,
             hash_wait,
+            hash_shed,
+            hash_queue_depth,
         }
     }
 
@@ -123,6 +145,19 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    pub fn hash_shed(&self, reason: &'static str) {
+        self.hash_shed
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn set_hash_queue_depth(&self, depth: usize) {
+        self.hash_queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     pub fn observe_hash_wait(&self, waited: Duration) {

@@ -3,10 +3,11 @@
 
 pub mod keys;
 pub mod password;
+mod queue;
 pub mod tokens;
 
 pub use keys::KeyRing;
-pub use password::{PasswordHasher, Verified};
+pub use password::{HashSlot, PasswordHasher, Verified};
 pub use tokens::TokenService;
 
 use crate::storage::Store;

@@ -13,19 +13,22 @@
 //!   general blocking pool let the allocator keep one per thread that ever
 //!   hashed (300+ MiB of RSS under load).
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use argon2_rust::{Algorithm, Argon2, Params, Version};
+use ipnet::IpNet;
 use rand::RngCore as _;
 
+use super::queue::{FairQueue, Full};
 use crate::config::PasswordConfig;
-use crate::domain::Password;
+use crate::domain::{Client, Password};
 use crate::error::AuthError;
 use crate::metrics::Metrics;
 
 const SALT_BYTES: usize = 16;
+/// What an overloaded queue tells the caller to wait.
+const RETRY_WHEN_FULL_SECS: u64 = 1;
 
 /// The result of checking a password against a stored hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,13 +43,35 @@ pub enum Verified {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The queue the hashing threads serve (see [`super::queue`]).
+struct Shared {
+    queue: Mutex<FairQueue<IpNet, Job>>,
+    ready: Condvar,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FairQueue<IpNet, Job>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 pub struct PasswordHasher {
     argon2: Argon2,
-    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
     /// Verified against when the login is unknown, so that answer costs as
     /// much as a wrong password.
     dummy_hash: String,
     metrics: Arc<Metrics>,
+}
+
+/// A reserved place in the hashing queue: taken before anything else a
+/// hashing request does, so an overloaded server refuses at once. Dropped
+/// unused, the place is given back.
+pub struct HashSlot<'a> {
+    hasher: &'a PasswordHasher,
+    bucket: IpNet,
+    used: bool,
 }
 
 fn internal(what: &str, e: impl std::fmt::Debug) -> AuthError {
@@ -102,69 +127,139 @@ impl PasswordHasher {
         let threads = config
             .hash_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(FairQueue::new(
+                config.hash_queue,
+                config.hash_queue_per_client,
+            )),
+            ready: Condvar::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        });
         for i in 0..threads {
-            let queue = queue.clone();
+            let shared = shared.clone();
+            let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("authql-argon2-{i}"))
                 .spawn(move || loop {
-                    // The lock is held only while waiting for the next job.
-                    let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let job = {
+                        let mut queue = shared.lock();
+                        loop {
+                            if let Some(job) = queue.pop() {
+                                metrics.set_hash_queue_depth(queue.len());
+                                break Some(job);
+                            }
+                            if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                                break None;
+                            }
+                            queue = shared.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+                        }
+                    };
                     match job {
-                        Ok(job) => job(),
+                        Some(job) => job(),
                         // The hasher is gone: stop.
-                        Err(_) => break,
+                        None => break,
                     }
                 })?;
         }
         Ok(Self {
             argon2,
-            jobs,
+            shared,
             dummy_hash,
             metrics,
         })
     }
 
+    /// Reserves a place in the queue for `client`, or refuses at once with
+    /// RATE_LIMITED when the queue or the client's share of it is full.
+    pub fn slot(&self, client: &Client) -> Result<HashSlot<'_>, AuthError> {
+        match self.shared.lock().reserve(&client.bucket) {
+            Ok(()) => Ok(HashSlot {
+                hasher: self,
+                bucket: client.bucket,
+                used: false,
+            }),
+            Err(full) => {
+                self.metrics.hash_shed(match full {
+                    Full::Queue => "queue_full",
+                    Full::ClientShare => "client_share",
+                });
+                Err(AuthError::RateLimited {
+                    retry_after_secs: RETRY_WHEN_FULL_SECS,
+                })
+            }
+        }
+    }
+
     /// A new PHC string (`$argon2id$v=19$m=...`) with a random salt.
-    pub async fn hash(&self, password: &Password) -> Result<String, AuthError> {
-        let (argon2, password) = (self.argon2, password.clone());
+    pub async fn hash(&self, password: &Password, client: &Client) -> Result<String, AuthError> {
+        self.slot(client)?.hash(password).await
+    }
+}
+
+impl Drop for PasswordHasher {
+    fn drop(&mut self) {
+        self.shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.ready.notify_all();
+    }
+}
+
+impl HashSlot<'_> {
+    pub async fn hash(self, password: &Password) -> Result<String, AuthError> {
+        let (argon2, password) = (self.hasher.argon2, password.clone());
         self.run(move || hash_phc(&argon2, password.expose().as_bytes()))
             .await
     }
 
-    pub async fn verify(&self, password: &Password, phc: &str) -> Result<Verified, AuthError> {
-        let (argon2, password, phc) = (self.argon2, password.clone(), phc.to_owned());
+    pub async fn verify(self, password: &Password, phc: &str) -> Result<Verified, AuthError> {
+        let (argon2, password, phc) = (self.hasher.argon2, password.clone(), phc.to_owned());
         self.run(move || verify_phc(&argon2, password.expose().as_bytes(), &phc))
             .await
     }
 
     /// Spends the time of one verification, for a login that does not exist.
-    pub async fn verify_dummy(&self, password: &Password) -> Result<(), AuthError> {
-        let dummy = self.dummy_hash.clone();
+    pub async fn verify_dummy(self, password: &Password) -> Result<(), AuthError> {
+        let dummy = self.hasher.dummy_hash.clone();
         self.verify(password, &dummy).await.map(|_| ())
     }
 
-    /// Runs `work` on a hashing thread, recording how long it queued.
+    /// Runs `work` on a hashing thread, recording how long it queued. A job
+    /// whose caller has gone (the client hung up) is skipped.
     async fn run<T: Send + 'static>(
-        &self,
+        mut self,
         work: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
     ) -> Result<T, AuthError> {
         let (done, result) = tokio::sync::oneshot::channel();
         let queued = Instant::now();
-        let metrics = self.metrics.clone();
+        let metrics = self.hasher.metrics.clone();
         let span = tracing::Span::current();
         let job: Job = Box::new(move || {
+            if done.is_closed() {
+                metrics.hash_shed("caller_gone");
+                return;
+            }
             metrics.observe_hash_wait(queued.elapsed());
-            // The caller may have gone away (client disconnected): ignore.
             let _ = done.send(span.in_scope(work));
         });
-        self.jobs
-            .send(job)
-            .map_err(|e| internal("hashing threads stopped", e.to_string()))?;
+        {
+            let mut queue = self.hasher.shared.lock();
+            queue.submit(&self.bucket, job);
+            self.hasher.metrics.set_hash_queue_depth(queue.len());
+        }
+        self.used = true;
+        self.hasher.shared.ready.notify_one();
         result
             .await
             .map_err(|e| internal("hash job dropped", e.to_string()))?
+    }
+}
+
+impl Drop for HashSlot<'_> {
+    fn drop(&mut self) {
+        if !self.used {
+            self.hasher.shared.lock().release(&self.bucket);
+        }
     }
 }
 
@@ -172,12 +267,18 @@ impl PasswordHasher {
 mod tests {
     use super::*;
 
+    fn client() -> Client {
+        Client::new("127.0.0.1".parse().expect("ip"), 64)
+    }
+
     fn hasher(memory_kib: u32, iterations: u32) -> PasswordHasher {
         let config = PasswordConfig {
             argon2_memory_kib: memory_kib,
             argon2_iterations: iterations,
             argon2_parallelism: 1,
             hash_concurrency: Some(2),
+            hash_queue: 8,
+            hash_queue_per_client: 4,
             password_context_words: Vec::new(),
         };
         PasswordHasher::new(&config, Arc::new(Metrics::new())).expect("hasher")
@@ -191,7 +292,7 @@ mod tests {
         use argon2::{PasswordHasher as _, PasswordVerifier as _};
         let h = hasher(19_456, 2);
         let pw = Password::new("portable password");
-        let ours = h.hash(&pw).await.expect("hash");
+        let ours = h.hash(&pw, &client()).await.expect("hash");
         let parsed = PasswordHash::new(&ours).expect("PHC");
         argon2::Argon2::default()
             .verify_password(b"portable password", &parsed)
@@ -204,13 +305,19 @@ mod tests {
             .expect("hash")
             .to_string();
         assert_eq!(
-            h.verify(&pw, &theirs).await.expect("verify"),
+            h.slot(&client())
+                .expect("slot")
+                .verify(&pw, &theirs)
+                .await
+                .expect("verify"),
             Verified::Yes {
                 needs_rehash: false
             }
         );
         assert_eq!(
-            h.verify(&Password::new("other password"), &theirs)
+            h.slot(&client())
+                .expect("slot")
+                .verify(&Password::new("other password"), &theirs)
                 .await
                 .expect("verify"),
             Verified::No
@@ -224,33 +331,96 @@ mod tests {
         .hash_password(b"x", &SaltString::generate(&mut OsRng))
         .expect("hash")
         .to_string();
-        assert!(h.verify(&pw, &argon2i).await.is_err());
+        assert!(h
+            .slot(&client())
+            .expect("slot")
+            .verify(&pw, &argon2i)
+            .await
+            .is_err());
+    }
+
+    /// A full queue or share refuses at once; places come back when the
+    /// slots are dropped unused or their jobs have run.
+    #[tokio::test]
+    async fn the_queue_refuses_past_its_bounds_and_frees_places() {
+        let h = hasher(1024, 1);
+        let other = Client::new("10.0.0.1".parse().expect("ip"), 64);
+        let mine: Vec<_> = (0..4).map(|_| h.slot(&client()).expect("slot")).collect();
+        assert!(matches!(
+            h.slot(&client()),
+            Err(AuthError::RateLimited {
+                retry_after_secs: 1
+            })
+        ));
+        let theirs: Vec<_> = (0..4).map(|_| h.slot(&other).expect("slot")).collect();
+        let third = Client::new("10.0.0.2".parse().expect("ip"), 64);
+        assert!(h.slot(&third).is_err(), "the whole queue is full");
+        drop(mine);
+        let pw = Password::new("correct horse battery");
+        let phc = h
+            .slot(&third)
+            .expect("freed")
+            .hash(&pw)
+            .await
+            .expect("hash");
+        drop(theirs);
+        for _ in 0..8 {
+            h.slot(&client())
+                .expect("slot")
+                .verify(&pw, &phc)
+                .await
+                .expect("verify");
+        }
+        assert!(
+            h.slot(&client()).is_ok(),
+            "served jobs give their places back"
+        );
     }
 
     #[tokio::test]
     async fn hash_verify_and_rehash_detection() {
         let h = hasher(19_456, 2);
         let pw = Password::new("correct horse battery");
-        let phc = h.hash(&pw).await.expect("hash");
+        let phc = h.hash(&pw, &client()).await.expect("hash");
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert_eq!(
-            h.verify(&pw, &phc).await.expect("verify"),
+            h.slot(&client())
+                .expect("slot")
+                .verify(&pw, &phc)
+                .await
+                .expect("verify"),
             Verified::Yes {
                 needs_rehash: false
             }
         );
         assert_eq!(
-            h.verify(&Password::new("wrong horse battery"), &phc)
+            h.slot(&client())
+                .expect("slot")
+                .verify(&Password::new("wrong horse battery"), &phc)
                 .await
                 .expect("verify"),
             Verified::No
         );
         let stronger = hasher(19_456, 3);
         assert_eq!(
-            stronger.verify(&pw, &phc).await.expect("verify"),
+            stronger
+                .slot(&client())
+                .expect("slot")
+                .verify(&pw, &phc)
+                .await
+                .expect("verify"),
             Verified::Yes { needs_rehash: true }
         );
-        h.verify_dummy(&pw).await.expect("dummy verify");
-        assert!(h.verify(&pw, "not a hash").await.is_err());
+        h.slot(&client())
+            .expect("slot")
+            .verify_dummy(&pw)
+            .await
+            .expect("dummy verify");
+        assert!(h
+            .slot(&client())
+            .expect("slot")
+            .verify(&pw, "not a hash")
+            .await
+            .is_err());
     }
 }

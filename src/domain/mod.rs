@@ -4,10 +4,16 @@
 //! Validation collects every broken rule of a form (API.md: "every problem is
 //! reported in one response") instead of stopping at the first.
 
+pub mod audit;
+pub mod client;
 pub mod password;
+pub mod sign_in;
 pub mod sign_up;
+pub mod throttle;
 
+pub use client::Client;
 pub use password::{Password, PasswordPolicy};
+pub use sign_in::{SignIn, SignInForm};
 pub use sign_up::{CarForm, NewCar, NewUser, SignUpForm, SignUpRules};
 
 use unicode_normalization::UnicodeNormalization;
@@ -19,6 +25,12 @@ use unicode_normalization::UnicodeNormalization;
 pub fn match_key(value: &str) -> String {
     let normalized: String = value.trim().nfkc().collect();
     caseless::default_case_fold_str(&normalized)
+}
+
+/// Control characters (`\0`, `\n`, escape, ...) belong in no text authql
+/// stores or matches; NUL cannot even be stored by PostgreSQL.
+pub fn has_control_chars(value: &str) -> bool {
+    value.chars().any(char::is_control)
 }
 
 #[cfg(test)]

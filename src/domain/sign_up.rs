@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::Datelike;
 use email_address::EmailAddress;
 
-use super::{match_key, Password, PasswordPolicy};
+use super::{has_control_chars, match_key, Password, PasswordPolicy};
 use crate::error::{FieldCode, FieldError};
 
 pub const USERNAME_MIN: usize = 3;
@@ -64,6 +64,22 @@ pub struct NewUser {
     pub surname: Option<String>,
     pub second_name: Option<String>,
     pub cars: Vec<NewCar>,
+}
+
+impl NewUser {
+    /// The keys this user signs in by (username and e-mail share one
+    /// namespace), each once.
+    pub fn login_keys(&self) -> Vec<&str> {
+        let mut keys = vec![self.username_key.as_str()];
+        if let Some(email) = self
+            .email_key
+            .as_deref()
+            .filter(|e| *e != self.username_key)
+        {
+            keys.push(email);
+        }
+        keys
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +218,14 @@ fn check_username(raw: &str, problems: &mut Problems) -> Option<String> {
 /// Trimmed, with the domain lower-cased. A dotted domain is required: an
 /// address like `root@localhost` cannot receive mail from the internet.
 fn check_email(raw: &str, problems: &mut Problems) -> Option<String> {
+    if has_control_chars(raw) {
+        problems.add(
+            "email",
+            FieldCode::Invalid,
+            "e-mail contains control characters",
+        );
+        return None;
+    }
     if raw.chars().count() > EMAIL_MAX {
         problems.add(
             "email",
@@ -233,6 +257,14 @@ fn check_phone(
     region: Option<phonenumber::country::Id>,
     problems: &mut Problems,
 ) -> Option<String> {
+    if has_control_chars(raw) {
+        problems.add(
+            "phone",
+            FieldCode::Invalid,
+            "phone contains control characters",
+        );
+        return None;
+    }
     if !raw.starts_with('+') && region.is_none() {
         problems.add(
             "phone",
@@ -254,24 +286,32 @@ fn check_phone(
 
 fn person_name(field: &str, raw: Option<&str>, problems: &mut Problems) -> Option<String> {
     let value = optional_text(raw)?;
+    text_rules(field, value, PERSON_NAME_MAX, problems).then(|| value.to_owned())
+}
+
+/// The rules every free text field shares: at most `max` characters, no
+/// control characters (NUL among them, which PostgreSQL cannot store).
+/// Reports what is broken; true when nothing is.
+fn text_rules(field: &str, value: &str, max: usize, problems: &mut Problems) -> bool {
     let mut ok = true;
-    if value.chars().count() > PERSON_NAME_MAX {
+    if value.chars().count() > max {
+        let name = field.rsplit('.').next().unwrap_or(field);
         problems.add(
             field,
             FieldCode::TooLong,
-            format!("{field} must be at most {PERSON_NAME_MAX} characters"),
+            format!("{name} must be at most {max} characters"),
         );
         ok = false;
     }
-    if value.chars().any(char::is_control) {
+    if has_control_chars(value) {
         problems.add(
             field,
             FieldCode::Invalid,
-            format!("{field} contains control characters"),
+            "control characters are not allowed",
         );
         ok = false;
     }
-    ok.then(|| value.to_owned())
+    ok
 }
 
 fn check_cars(cars: Vec<CarForm>, problems: &mut Problems) -> Vec<NewCar> {
@@ -302,12 +342,8 @@ fn check_car(i: usize, car: CarForm, next_year: i32, problems: &mut Problems) ->
                 FieldCode::FieldMissing,
                 format!("{name} is required"),
             );
-        } else if value.chars().count() > CAR_TEXT_MAX {
-            problems.add(
-                &field(name),
-                FieldCode::TooLong,
-                format!("{name} must be at most {CAR_TEXT_MAX} characters"),
-            );
+        } else {
+            text_rules(&field(name), value, CAR_TEXT_MAX, problems);
         }
         value.to_owned()
     };
@@ -324,26 +360,12 @@ fn check_car(i: usize, car: CarForm, next_year: i32, problems: &mut Problems) ->
         }
     }
     let color = optional_text(car.color.as_deref()).map(str::to_owned);
-    if color
-        .as_ref()
-        .is_some_and(|c| c.chars().count() > CAR_TEXT_MAX)
-    {
-        problems.add(
-            &field("color"),
-            FieldCode::TooLong,
-            format!("color must be at most {CAR_TEXT_MAX} characters"),
-        );
+    if let Some(color) = &color {
+        text_rules(&field("color"), color, CAR_TEXT_MAX, problems);
     }
     let license_plate = optional_text(car.license_plate.as_deref()).map(str::to_owned);
-    if license_plate
-        .as_ref()
-        .is_some_and(|p| p.chars().count() > PLATE_MAX)
-    {
-        problems.add(
-            &field("licensePlate"),
-            FieldCode::TooLong,
-            format!("licensePlate must be at most {PLATE_MAX} characters"),
-        );
+    if let Some(plate) = &license_plate {
+        text_rules(&field("licensePlate"), plate, PLATE_MAX, problems);
     }
     // ISO 3779: 17 characters, digits and capital letters except I, O, Q.
     let vin = optional_text(car.vin.as_deref()).map(str::to_ascii_uppercase);

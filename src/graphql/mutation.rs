@@ -3,8 +3,8 @@ use std::sync::Arc;
 use async_graphql::{Context, ErrorExtensions as _, Object, Result};
 
 use super::types::{AuthPayload, CreateTokenInput, SignUpInput};
-use crate::domain::Password;
-use crate::service::{AccountService, ClientAddr, Viewer};
+use crate::domain::{Client, Password, SignInForm};
+use crate::service::{AccountService, Viewer};
 
 pub struct Mutation;
 
@@ -15,7 +15,7 @@ impl Mutation {
     async fn sign_up(&self, ctx: &Context<'_>, input: SignUpInput) -> Result<AuthPayload> {
         let (accounts, client) = services(ctx)?;
         accounts
-            .sign_up(input.into(), client)
+            .sign_up(input.into(), &client)
             .await
             .map(Into::into)
             .map_err(|e| e.extend())
@@ -30,7 +30,13 @@ impl Mutation {
     ) -> Result<AuthPayload> {
         let (accounts, client) = services(ctx)?;
         accounts
-            .sign_in(&input.login, Password::new(input.password), client)
+            .sign_in(
+                SignInForm {
+                    login: input.login,
+                    password: Password::new(input.password),
+                },
+                &client,
+            )
             .await
             .map(Into::into)
             .map_err(|e| e.extend())
@@ -42,7 +48,7 @@ impl Mutation {
     async fn refresh_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<AuthPayload> {
         let (accounts, client) = services(ctx)?;
         accounts
-            .refresh(&refresh_token, client)
+            .refresh(&refresh_token, &client)
             .await
             .map(Into::into)
             .map_err(|e| e.extend())
@@ -53,7 +59,7 @@ impl Mutation {
     async fn revoke_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool> {
         let (accounts, client) = services(ctx)?;
         accounts
-            .revoke(&refresh_token, client)
+            .revoke(&refresh_token, &client)
             .await
             .map(|()| true)
             .map_err(|e| e.extend())
@@ -66,16 +72,16 @@ impl Mutation {
         let (accounts, client) = services(ctx)?;
         let viewer = ctx.data_opt::<Viewer>().unwrap_or(&Viewer::Anonymous);
         accounts
-            .sign_out_everywhere(viewer, client)
+            .sign_out_everywhere(viewer, &client)
             .await
             .map(|_| true)
             .map_err(|e| e.extend())
     }
 }
 
-/// The account service and the caller's address, from the request data.
-fn services<'a>(ctx: &Context<'a>) -> Result<(&'a Arc<AccountService>, std::net::IpAddr)> {
+/// The account service and the caller, from the request data.
+fn services<'a>(ctx: &Context<'a>) -> Result<(&'a Arc<AccountService>, Client)> {
     let accounts = ctx.data::<Arc<AccountService>>()?;
-    let client = ctx.data::<ClientAddr>()?.0;
+    let client = *ctx.data::<Client>()?;
     Ok((accounts, client))
 }

@@ -5,7 +5,7 @@
 //! of a plain-text rejection. The caller's bearer token is decoded once into a
 //! [`Viewer`] and a DataLoader is built per request.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use async_graphql::dataloader::DataLoader;
@@ -17,9 +17,10 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{graphiql, http_error, AppState};
+use crate::domain::client::{client_address, Client};
 use crate::error::{with_code, BAD_REQUEST, GRAPHQL_VALIDATION_FAILED, INTERNAL};
 use crate::graphql::{CarLoader, Refusal};
-use crate::service::{ClientAddr, Viewer};
+use crate::service::Viewer;
 
 pub async fn post(
     State(state): State<AppState>,
@@ -197,10 +198,17 @@ async fn execute(
     }
     request.set_parsed_query(document.document.clone());
     let viewer: Viewer = state.accounts.authenticate(bearer_token(headers)).await;
-    let client = client_addr(peer.ip(), headers, &state.trusted_proxies);
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let client = Client::new(
+        client_address(peer.ip(), forwarded, &state.trusted_proxies),
+        state.ipv6_prefix,
+    );
     let request = request
         .data(viewer)
-        .data(ClientAddr(client))
+        .data(client)
         .data(document)
         .data(DataLoader::new(
             CarLoader::new(state.accounts.clone()),
@@ -238,32 +246,6 @@ fn refused(refusal: Refusal) -> async_graphql::Response {
     )])
 }
 
-/// The client's address. `X-Forwarded-For` is believed only from trusted
-/// proxies: walking it from the right, the first address that is not a
-/// trusted proxy is the client (entries further left are client-supplied).
-fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let mut client = peer;
-    for value in headers.get_all("x-forwarded-for").iter().rev() {
-        let Ok(value) = value.to_str() else {
-            return client;
-        };
-        for hop in value.rsplit(',') {
-            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
-                return client;
-            };
-            client = ip;
-            if !is_trusted(&ip) {
-                return client;
-            }
-        }
-    }
-    client
-}
-
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
@@ -291,47 +273,4 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
 /// A JSON error for requests that never reach the GraphQL engine.
 fn refuse(status: StatusCode, message: &str) -> Response {
     http_error(status, BAD_REQUEST, message)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(xff: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in xff {
-            h.append("x-forwarded-for", v.parse().expect("header"));
-        }
-        h
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let proxy: IpAddr = "10.0.0.5".parse().expect("ip");
-        let stranger: IpAddr = "203.0.113.9".parse().expect("ip");
-        let trusted = vec!["10.0.0.0/8".parse().expect("net")];
-        let h = headers(&["198.51.100.7, 10.0.0.4"]);
-        assert_eq!(
-            client_addr(stranger, &h, &trusted),
-            stranger,
-            "untrusted peer"
-        );
-        assert_eq!(
-            client_addr(proxy, &h, &[]),
-            proxy,
-            "no proxies trusted by default"
-        );
-        assert_eq!(
-            client_addr(proxy, &h, &trusted),
-            "198.51.100.7".parse::<IpAddr>().expect("ip")
-        );
-        // A client-supplied left part cannot override what the proxy saw.
-        let spoofed = headers(&["1.2.3.4, 198.51.100.7"]);
-        assert_eq!(
-            client_addr(proxy, &spoofed, &trusted),
-            "198.51.100.7".parse::<IpAddr>().expect("ip")
-        );
-        let garbage = headers(&["not-an-ip"]);
-        assert_eq!(client_addr(proxy, &garbage, &trusted), proxy);
-    }
 }

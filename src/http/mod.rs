@@ -36,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub keys: Arc<KeyRing>,
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// IPv6 clients are limited per network of this prefix.
+    pub ipv6_prefix: u8,
     pub max_document_bytes: usize,
     pub max_body_bytes: usize,
     /// How long a POST body may take to arrive.

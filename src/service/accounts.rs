@@ -2,23 +2,23 @@
 //! is. Resolvers call these and nothing else; these call the [`Store`], the
 //! [`PasswordHasher`] and the [`TokenService`].
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::audit::{self, Audit};
-use super::throttle::{Action, Throttle};
+use super::audit::Audit;
+use super::throttle::{Action, LoginSubject, Throttle};
 use crate::auth::tokens::{is_well_formed_refresh_token, refresh_token_hash, TokenRejected};
 use crate::auth::{PasswordHasher, TokenService, Verified};
-use crate::domain::{match_key, Password, SignUpForm, SignUpRules};
+use crate::domain::audit::EventKind;
+use crate::domain::{has_control_chars, match_key, Client, SignInForm, SignUpForm, SignUpRules};
 use crate::error::{AuthError, FieldCode, FieldError};
 use crate::metrics::Metrics;
 use crate::storage::{
-    CarRecord, NewAccount, NewSession, Rotation, RotationOutcome, Store, StoreError, Taken,
-    UserRecord,
+    CarRecord, CleanupCutoffs, NewAccount, NewSession, NewSignIn, Rotation, RotationOutcome, Store,
+    StoreError, Taken, UserRecord,
 };
 
 impl From<StoreError> for AuthError {
@@ -77,6 +77,7 @@ pub struct AccountService {
     refresh_grace: Duration,
     session_max_lifetime: Duration,
     cleanup_every: u64,
+    audit_retention: Duration,
     sessions_opened: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -88,6 +89,8 @@ pub struct AccountSettings {
     pub session_max_lifetime: Duration,
     pub throttle: Throttle,
     pub cleanup_every: u64,
+    /// How long audit rows are kept before cleanup may delete them.
+    pub audit_retention: Duration,
 }
 
 /// Revoked sessions and stale counters are kept this long before cleanup.
@@ -114,6 +117,7 @@ impl AccountService {
             refresh_grace: settings.refresh_grace,
             session_max_lifetime: settings.session_max_lifetime,
             cleanup_every: settings.cleanup_every,
+            audit_retention: settings.audit_retention,
             sessions_opened: AtomicU64::new(0),
             metrics,
         }
@@ -124,31 +128,41 @@ impl AccountService {
         &self.tokens
     }
 
-    /// Counts an attempt against the address's limit, auditing a refusal.
-    async fn attempt(&self, action: Action, client: IpAddr) -> Result<(), AuthError> {
+    /// Counts an attempt against the client's limit, auditing a refusal.
+    async fn attempt(&self, action: Action, client: &Client) -> Result<(), AuthError> {
         let result = self.throttle.attempt(action, client).await;
         if let Err(AuthError::RateLimited { .. }) = &result {
-            self.audit
-                .record(audit::RATE_LIMITED, None, client, Some(action.name()))
-                .await;
+            self.audit.refused(client, action.name()).await;
         }
         result
     }
 
-    pub async fn sign_up(&self, form: SignUpForm, client: IpAddr) -> Result<SignedIn, AuthError> {
+    /// Audits a refusal by the hashing queue or the sign-in back-off.
+    async fn refused<T>(
+        &self,
+        result: Result<T, AuthError>,
+        client: &Client,
+        detail: &'static str,
+    ) -> Result<T, AuthError> {
+        if let Err(AuthError::RateLimited { .. }) = &result {
+            self.audit.refused(client, detail).await;
+        }
+        result
+    }
+
+    pub async fn sign_up(&self, form: SignUpForm, client: &Client) -> Result<SignedIn, AuthError> {
         self.attempt(Action::SignUp, client).await?;
         // Uniqueness is reported together with every other problem. The match
         // keys of the raw input equal those of the validated input (the key
-        // trims and case-folds), so the check need not wait for validation.
-        let username_key = match_key(&form.username);
-        let email_key = form
-            .email
-            .as_deref()
-            .map(match_key)
-            .filter(|k| !k.is_empty());
+        // trims and case-folds), so the check need not wait for validation;
+        // text with control characters is invalid anyway and never looked up.
+        let lookup =
+            |raw: &str| Some(match_key(raw)).filter(|k| !k.is_empty() && !has_control_chars(k));
+        let username_key = lookup(&form.username);
+        let email_key = form.email.as_deref().and_then(lookup);
         let taken = self
             .store
-            .taken(&username_key, email_key.as_deref())
+            .taken(username_key.as_deref(), email_key.as_deref())
             .await?;
         let user = match form.validate(&self.rules) {
             Ok(user) if taken == Taken::default() => user,
@@ -158,7 +172,10 @@ impl AccountService {
                 return Err(AuthError::Validation(problems));
             }
         };
-        let hash = self.hasher.hash(&user.password).await?;
+        let slot = self
+            .refused(self.hasher.slot(client), client, "password hashing queue")
+            .await?;
+        let hash = slot.hash(&user.password).await?;
         let now = Utc::now();
         let (refresh_token, session) = self.new_session(0, now);
         let account = NewAccount {
@@ -166,15 +183,16 @@ impl AccountService {
             password_hash: &hash,
             now,
             session: &session,
-            client_addr: client.to_string(),
+            client_addr: client.addr.to_string(),
         };
         let (record, cars) = match self.store.insert_user(&account).await {
             Ok(written) => written,
             // Lost a race with a concurrent sign-up: the unique index decided.
             Err(StoreError::Conflict) => {
+                let email_key = user.email_key.as_deref();
                 let mut taken = self
                     .store
-                    .taken(&user.username_key, user.email_key.as_deref())
+                    .taken(Some(&user.username_key), email_key)
                     .await?;
                 if taken == Taken::default() {
                     taken.username = true;
@@ -185,7 +203,7 @@ impl AccountService {
         };
         tracing::info!(user_id = record.id, "user signed up");
         // The event row was written with the user; count it.
-        self.audit.written_elsewhere(audit::SIGN_UP);
+        self.audit.written_elsewhere(EventKind::SignUp);
         self.maybe_clean_up();
         Ok(SignedIn {
             access_token: self.access_token(record.id, &session.id)?,
@@ -197,36 +215,40 @@ impl AccountService {
     }
 
     /// Sign-in by username or e-mail. Unknown login and wrong password give
-    /// the same error after the same work (one argon2 verify).
-    pub async fn sign_in(
-        &self,
-        login: &str,
-        password: Password,
-        client: IpAddr,
-    ) -> Result<SignedIn, AuthError> {
+    /// the same error after the same work (a look-up, a streak reservation,
+    /// one argon2 verify).
+    pub async fn sign_in(&self, form: SignInForm, client: &Client) -> Result<SignedIn, AuthError> {
         self.attempt(Action::SignIn, client).await?;
-        let login_key = match_key(login);
-        if let Err(e) = self.throttle.check_login(&login_key, client).await {
+        let attempt = form.validate().map_err(AuthError::Validation)?;
+        let found = match &attempt.login_key {
+            Some(key) => self.store.credentials(key).await?,
+            None => None,
+        };
+        let subject = match &found {
+            Some(credentials) => LoginSubject::Account(credentials.user.id),
+            None => LoginSubject::Unknown(attempt.login_key.clone().unwrap_or_default()),
+        };
+        // A place in the hashing queue first: a refusal there costs the
+        // caller nothing, not even a counted attempt.
+        let slot = self
+            .refused(self.hasher.slot(client), client, "password hashing queue")
+            .await?;
+        if let Err(e) = self
+            .refused(
+                self.throttle.reserve_login(&subject, client).await,
+                client,
+                "sign-in wait after failures",
+            )
+            .await
+        {
             self.metrics.sign_in(false);
-            self.audit
-                .record(
-                    audit::RATE_LIMITED,
-                    None,
-                    client,
-                    Some("sign-in wait after failures"),
-                )
-                .await;
             return Err(e);
         }
-        let found = self.store.credentials(&login_key).await?;
+        let password = &attempt.password;
         let verified = match &found {
-            Some(credentials) => {
-                self.hasher
-                    .verify(&password, &credentials.password_hash)
-                    .await?
-            }
+            Some(credentials) => slot.verify(password, &credentials.password_hash).await?,
             None => {
-                self.hasher.verify_dummy(&password).await?;
+                slot.verify_dummy(password).await?;
                 Verified::No
             }
         };
@@ -240,31 +262,32 @@ impl AccountService {
             self.metrics.sign_in(false);
             tracing::info!(user_id, reason, "sign-in refused");
             self.audit
-                .record(audit::SIGN_IN_FAILED, user_id, client, Some(reason))
+                .record(EventKind::SignInFailed, user_id, client, Some(reason))
                 .await;
-            self.throttle.login_failed(&login_key, client).await?;
             return Err(AuthError::InvalidCredentials);
         };
         let user_id = credentials.user.id;
         if needs_rehash {
-            let hash = self.hasher.hash(&password).await?;
-            self.store.set_password_hash(user_id, &hash).await?;
-            tracing::info!(user_id, "password re-hashed with current parameters");
+            // Not worth failing a sign-in over: with the queue full, later.
+            match self.hasher.hash(password, client).await {
+                Ok(hash) => {
+                    self.store.set_password_hash(user_id, &hash).await?;
+                    tracing::info!(user_id, "password re-hashed with current parameters");
+                }
+                Err(e) => tracing::info!(user_id, error = %e, "re-hash postponed"),
+            }
         }
-        self.throttle.login_succeeded(&login_key, client).await?;
+        self.throttle.login_succeeded(&subject, client).await?;
         self.metrics.sign_in(true);
         tracing::info!(user_id, "signed in");
-        self.audit
-            .record(audit::SIGN_IN, Some(user_id), client, None)
-            .await;
-        self.open_session(credentials.user.clone()).await
+        self.open_session(credentials.user.clone(), client).await
     }
 
     /// Rotates a refresh token: the old one is consumed, a new pair issued.
     pub async fn refresh(
         &self,
         refresh_token: &str,
-        client: IpAddr,
+        client: &Client,
     ) -> Result<SignedIn, AuthError> {
         self.attempt(Action::Refresh, client).await?;
         if !is_well_formed_refresh_token(refresh_token) {
@@ -279,25 +302,23 @@ impl AccountService {
             successor_expires_at: now + self.refresh_ttl,
             max_lifetime: self.session_max_lifetime,
             grace: self.refresh_grace,
+            client_addr: client.addr.to_string(),
         };
-        let (user_id, session_id) = match self.store.rotate_refresh_token(&rotation).await? {
+        let outcome = self.store.rotate_refresh_token(&rotation).await?;
+        // The event row was written with the rotation; count it.
+        if let Some((kind, _, _)) = outcome.event() {
+            self.audit.written_elsewhere(kind);
+        }
+        let (user_id, session_id) = match outcome {
             RotationOutcome::Rotated {
                 user_id,
                 session_id,
-            } => {
-                self.audit
-                    .record(audit::REFRESH, Some(user_id), client, None)
-                    .await;
-                (user_id, session_id)
-            }
+            } => (user_id, session_id),
             RotationOutcome::Replayed {
                 user_id,
                 session_id,
             } => {
                 tracing::info!(user_id, "refresh token replayed inside the grace window");
-                self.audit
-                    .record(audit::REFRESH_REPLAYED, Some(user_id), client, None)
-                    .await;
                 (user_id, session_id)
             }
             RotationOutcome::ReuseDetected {
@@ -309,14 +330,6 @@ impl AccountService {
                     session_id,
                     "refresh token reuse detected: session revoked"
                 );
-                self.audit
-                    .record(
-                        audit::REUSE_DETECTED,
-                        Some(user_id),
-                        client,
-                        Some(&session_id),
-                    )
-                    .await;
                 return Err(AuthError::InvalidRefreshToken);
             }
             RotationOutcome::Invalid => return Err(AuthError::InvalidRefreshToken),
@@ -337,20 +350,23 @@ impl AccountService {
 
     /// Revokes the whole family of a refresh token (current or consumed).
     /// Idempotent: an already revoked family answers Ok again.
-    pub async fn revoke(&self, refresh_token: &str, client: IpAddr) -> Result<(), AuthError> {
+    pub async fn revoke(&self, refresh_token: &str, client: &Client) -> Result<(), AuthError> {
+        self.attempt(Action::Revoke, client).await?;
         if !is_well_formed_refresh_token(refresh_token) {
             return Err(AuthError::InvalidRefreshToken);
         }
         match self
             .store
-            .revoke_family(&refresh_token_hash(refresh_token), Utc::now())
+            .revoke_family(
+                &refresh_token_hash(refresh_token),
+                Utc::now(),
+                &client.addr.to_string(),
+            )
             .await?
         {
             Some(user_id) => {
                 tracing::info!(user_id, "session revoked");
-                self.audit
-                    .record(audit::REVOKE, Some(user_id), client, None)
-                    .await;
+                self.audit.written_elsewhere(EventKind::Revoke);
                 Ok(())
             }
             None => Err(AuthError::InvalidRefreshToken),
@@ -410,17 +426,18 @@ impl AccountService {
     pub async fn sign_out_everywhere(
         &self,
         viewer: &Viewer,
-        client: IpAddr,
+        client: &Client,
     ) -> Result<u64, AuthError> {
         let user = self.me(viewer).await?;
         // Whole seconds, as `iat` is: a token issued later in this second
         // must not be refused (older ones die with their revoked sessions).
         let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_default();
-        let revoked = self.store.revoke_user_sessions(user.id, now).await?;
+        let revoked = self
+            .store
+            .revoke_user_sessions(user.id, now, &client.addr.to_string())
+            .await?;
         tracing::info!(user_id = user.id, revoked, "signed out everywhere");
-        self.audit
-            .record(audit::SIGN_OUT_EVERYWHERE, Some(user.id), client, None)
-            .await;
+        self.audit.written_elsewhere(EventKind::SignOutEverywhere);
         Ok(revoked)
     }
 
@@ -428,9 +445,15 @@ impl AccountService {
         Ok(self.store.cars_of_users(user_ids).await?)
     }
 
-    async fn open_session(&self, user: UserRecord) -> Result<SignedIn, AuthError> {
+    async fn open_session(&self, user: UserRecord, client: &Client) -> Result<SignedIn, AuthError> {
         let (refresh_token, session) = self.new_session(user.id, Utc::now());
-        self.store.create_session(&session).await?;
+        self.store
+            .create_session(&NewSignIn {
+                session: &session,
+                client_addr: client.addr.to_string(),
+            })
+            .await?;
+        self.audit.written_elsewhere(EventKind::SignIn);
         self.maybe_clean_up();
         Ok(SignedIn {
             access_token: self.access_token(user.id, &session.id)?,
@@ -466,12 +489,18 @@ impl AccountService {
             return;
         }
         let store = self.store.clone();
+        let audit_retention =
+            chrono::Duration::from_std(self.audit_retention).unwrap_or(chrono::Duration::MAX);
         tokio::spawn(async move {
             let now = Utc::now();
-            match store
-                .cleanup(now, now - RETENTION, now - RETENTION, CLEANUP_BATCH)
-                .await
-            {
+            let cutoffs = CleanupCutoffs {
+                now,
+                revoked_before: now - RETENTION,
+                stale_before: now - RETENTION,
+                events_before: now.checked_sub_signed(audit_retention).unwrap_or_default(),
+                batch: CLEANUP_BATCH,
+            };
+            match store.cleanup(&cutoffs).await {
                 Ok(done) => tracing::debug!(?done, "cleanup batch"),
                 Err(e) => tracing::warn!(error = %e, "cleanup batch failed"),
             }

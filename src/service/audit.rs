@@ -1,24 +1,23 @@
-//! The security audit trail: an append-only table (triggers refuse updates
-//! and deletes) plus a Prometheus counter per event kind. Events carry ids,
-//! addresses and internal reasons, never a password or token.
+//! The security audit trail: a table the database keeps append-only
+//! (triggers refuse changes, except a growing count on aggregated rows and
+//! deletion past the retention period) plus a Prometheus counter per kind.
+//! Events carry ids, addresses and internal reasons, never a password or
+//! token. Events that record a state change (sign-up, sign-in, refresh,
+//! revoke, sign-out everywhere) are written by the store in the same
+//! transaction as the change; refusals are counted per client bucket and
+//! minute, so a flood of them writes one row.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
+use crate::domain::audit::EventKind;
+use crate::domain::Client;
 use crate::metrics::Metrics;
-use crate::storage::{SecurityEvent, Store};
+use crate::storage::{Refusal, SecurityEvent, Store};
 
-pub const SIGN_UP: &str = "sign_up";
-pub const SIGN_IN: &str = "sign_in";
-pub const SIGN_IN_FAILED: &str = "sign_in_failed";
-pub const REFRESH: &str = "refresh";
-pub const REFRESH_REPLAYED: &str = "refresh_replayed";
-pub const REUSE_DETECTED: &str = "refresh_reuse_detected";
-pub const REVOKE: &str = "revoke";
-pub const SIGN_OUT_EVERYWHERE: &str = "sign_out_everywhere";
-pub const RATE_LIMITED: &str = "rate_limited";
+/// Refusals of one kind from one bucket share a row for this long.
+const REFUSAL_WINDOW_MS: i64 = 60_000;
 
 pub struct Audit {
     store: Arc<dyn Store>,
@@ -31,30 +30,47 @@ impl Audit {
     }
 
     /// Counts an event whose row the store wrote inside the transaction it
-    /// belongs to (a sign-up's).
-    pub fn written_elsewhere(&self, kind: &'static str) {
-        self.metrics.security_event(kind);
+    /// belongs to.
+    pub fn written_elsewhere(&self, kind: EventKind) {
+        self.metrics.security_event(kind.name());
     }
 
     /// Records an event. A failure to write it is logged, not returned: the
     /// request it describes has already been decided.
     pub async fn record(
         &self,
-        kind: &'static str,
+        kind: EventKind,
         user_id: Option<i64>,
-        client: IpAddr,
+        client: &Client,
         detail: Option<&str>,
     ) {
-        self.metrics.security_event(kind);
+        self.metrics.security_event(kind.name());
         let event = SecurityEvent {
             at: Utc::now(),
             kind,
             user_id,
-            client_addr: Some(client.to_string()),
+            client_addr: Some(client.addr.to_string()),
             detail: detail.map(str::to_owned),
         };
         if let Err(e) = self.store.record_event(&event).await {
-            tracing::error!(kind, error = %e, "security event not recorded");
+            tracing::error!(kind = kind.name(), error = %e, "security event not recorded");
+        }
+    }
+
+    /// Counts a request refused by a limit (`detail`: which one) in the row
+    /// of its client bucket and minute.
+    pub async fn refused(&self, client: &Client, detail: &'static str) {
+        self.metrics.security_event(EventKind::RateLimited.name());
+        let now = Utc::now().timestamp_millis();
+        let refusal = Refusal {
+            kind: EventKind::RateLimited,
+            client_bucket: client.bucket.to_string(),
+            detail,
+            window_start: DateTime::from_timestamp_millis(now - now.rem_euclid(REFUSAL_WINDOW_MS))
+                .unwrap_or_default(),
+        };
+        if let Err(e) = self.store.record_refusal(&refusal).await {
+            tracing::error!(error = %e, "refusal not recorded");
         }
     }
 }

@@ -6,7 +6,3 @@ pub mod throttle;
 
 pub use accounts::{AccountService, AccountSettings, SignedIn, Viewer};
 pub use throttle::Throttle;
-
-/// The client's address: the socket peer, or what a trusted proxy says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub std::net::IpAddr);

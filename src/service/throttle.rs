@@ -1,15 +1,17 @@
 //! Rate limits and sign-in throttling, with every counter in the database so
 //! all instances share them.
 //!
-//! - Per client address and action: a fixed-window counter (createToken
-//!   100/5 min, signUp 20/10 min, refreshToken 300/5 min by default).
-//! - Per login and client address: after 5 consecutive failures each further
-//!   attempt must wait 1 s, doubling per failure up to 1 hour; the right
-//!   password is refused too while the wait lasts. Keyed by address as well,
-//!   so an attacker elsewhere cannot lock the real user out.
-//! - The login is stored only as a hash (with the address), never as typed.
+//! - Per client bucket and action: a fixed-window counter (createToken
+//!   100/5 min, signUp 20/10 min, refreshToken and revokeToken 300/5 min
+//!   by default).
+//! - Per account (or, for logins that match none, per login text) and
+//!   client bucket: the back-off of [`crate::domain::throttle`], reserved
+//!   atomically before the password is checked, so a burst of concurrent
+//!   guesses is admitted no further than a sequence would be. Keyed by the
+//!   bucket as well, so an attacker elsewhere cannot lock the real user out,
+//!   and by the account, so its username and e-mail share one streak.
+//! - Logins are stored only as a hash (with the bucket), never as typed.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::config::{RateLimit, SecurityConfig};
+use crate::domain::throttle::{LoginDecision, LoginPolicy};
+use crate::domain::Client;
 use crate::error::AuthError;
 use crate::storage::Store;
 
@@ -28,6 +32,7 @@ pub enum Action {
     SignIn,
     SignUp,
     Refresh,
+    Revoke,
 }
 
 impl Action {
@@ -36,8 +41,18 @@ impl Action {
             Action::SignIn => "createToken",
             Action::SignUp => "signUp",
             Action::Refresh => "refreshToken",
+            Action::Revoke => "revokeToken",
         }
     }
+}
+
+/// Whose failure streak a sign-in attempt counts against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginSubject {
+    /// The login names an account: its username and e-mail share a streak.
+    Account(i64),
+    /// The login names no account (its match key).
+    Unknown(String),
 }
 
 pub struct Throttle {
@@ -45,8 +60,8 @@ pub struct Throttle {
     sign_in: RateLimit,
     sign_up: RateLimit,
     refresh: RateLimit,
-    free_failures: u32,
-    max_delay: Duration,
+    revoke: RateLimit,
+    policy: LoginPolicy,
 }
 
 impl Throttle {
@@ -56,17 +71,22 @@ impl Throttle {
             sign_in: config.rate_sign_in,
             sign_up: config.rate_sign_up,
             refresh: config.rate_refresh,
-            free_failures: config.login_free_failures,
-            max_delay: config.login_max_delay,
+            revoke: config.rate_revoke,
+            policy: LoginPolicy {
+                free_failures: config.login_free_failures,
+                max_delay: config.login_max_delay,
+                streak_reset: STREAK_RESET,
+            },
         }
     }
 
     /// Counts one attempt of `action` from `client`; refuses it past the limit.
-    pub async fn attempt(&self, action: Action, client: IpAddr) -> Result<(), AuthError> {
+    pub async fn attempt(&self, action: Action, client: &Client) -> Result<(), AuthError> {
         let limit = match action {
             Action::SignIn => self.sign_in,
             Action::SignUp => self.sign_up,
             Action::Refresh => self.refresh,
+            Action::Revoke => self.revoke,
         };
         if limit.is_off() {
             return Ok(());
@@ -76,7 +96,10 @@ impl Throttle {
         let start = now - now.rem_euclid(window);
         let hits = self
             .store
-            .count_hit(&format!("{}:{client}", action.name()), millis(start))
+            .count_hit(
+                &format!("{}:{}", action.name(), client.bucket),
+                millis(start),
+            )
             .await?;
         if hits > i64::from(limit.max) {
             return Err(AuthError::RateLimited {
@@ -86,63 +109,48 @@ impl Throttle {
         Ok(())
     }
 
-    /// Refuses a sign-in while this login is waiting out failures from this address.
-    pub async fn check_login(&self, login_key: &str, client: IpAddr) -> Result<(), AuthError> {
+    /// Counts a sign-in attempt against its subject's streak from this
+    /// client, or refuses it while the streak waits out failures.
+    pub async fn reserve_login(
+        &self,
+        subject: &LoginSubject,
+        client: &Client,
+    ) -> Result<(), AuthError> {
         let now = Utc::now();
-        let blocked_until = self
+        match self
             .store
-            .login_failures(&streak_key(login_key, client))
+            .reserve_login_attempt(&streak_key(subject, client), now, &self.policy)
             .await?
-            .and_then(|f| f.blocked_until)
-            .filter(|until| *until > now);
-        match blocked_until {
-            Some(until) => Err(AuthError::RateLimited {
+        {
+            LoginDecision::Admit(_) => Ok(()),
+            LoginDecision::Refuse { until } => Err(AuthError::RateLimited {
                 retry_after_secs: ceil_secs((until - now).num_milliseconds()),
             }),
-            None => Ok(()),
         }
     }
 
-    pub async fn login_failed(&self, login_key: &str, client: IpAddr) -> Result<(), AuthError> {
-        let now = Utc::now();
-        let key = streak_key(login_key, client);
-        let reset_before = now - chrono::Duration::from_std(STREAK_RESET).unwrap_or_default();
-        let failures = self
-            .store
-            .add_login_failure(&key, now, reset_before)
-            .await?;
-        let over = failures - i64::from(self.free_failures);
-        if over >= 0 {
-            let delay = backoff(over, self.max_delay);
-            self.store
-                .block_login(
-                    &key,
-                    now + chrono::Duration::from_std(delay).unwrap_or_default(),
-                )
-                .await?;
-        }
-        Ok(())
-    }
-
-    pub async fn login_succeeded(&self, login_key: &str, client: IpAddr) -> Result<(), AuthError> {
+    /// A right password ends the streak.
+    pub async fn login_succeeded(
+        &self,
+        subject: &LoginSubject,
+        client: &Client,
+    ) -> Result<(), AuthError> {
         Ok(self
             .store
-            .clear_login_failures(&streak_key(login_key, client))
+            .clear_login_failures(&streak_key(subject, client))
             .await?)
     }
 }
 
-/// 1 s after the first failure over the free ones, doubling, capped.
-fn backoff(over: i64, max: Duration) -> Duration {
-    let exponent = u32::try_from(over.clamp(0, 62)).unwrap_or(62);
-    Duration::from_secs(1u64 << exponent).min(max)
-}
-
-fn streak_key(login_key: &str, client: IpAddr) -> String {
+fn streak_key(subject: &LoginSubject, client: &Client) -> String {
+    let subject = match subject {
+        LoginSubject::Account(id) => format!("account\0{id}"),
+        LoginSubject::Unknown(login_key) => format!("login\0{login_key}"),
+    };
     let digest = Sha256::new()
-        .chain_update(login_key.as_bytes())
+        .chain_update(subject.as_bytes())
         .chain_update([0])
-        .chain_update(client.to_string().as_bytes())
+        .chain_update(client.bucket.to_string().as_bytes())
         .finalize();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("login:{hex}")
@@ -161,22 +169,25 @@ fn ceil_secs(ms: i64) -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let hour = Duration::from_secs(3600);
-        assert_eq!(backoff(0, hour), Duration::from_secs(1));
-        assert_eq!(backoff(1, hour), Duration::from_secs(2));
-        assert_eq!(backoff(5, hour), Duration::from_secs(32));
-        assert_eq!(backoff(12, hour), hour);
-        assert_eq!(backoff(1000, hour), hour);
+    fn client(ip: &str) -> Client {
+        Client::new(ip.parse().expect("ip"), 64)
     }
 
     #[test]
-    fn streak_keys_hide_the_login_and_differ_per_address() {
-        let a: IpAddr = "10.0.0.1".parse().expect("ip");
-        let b: IpAddr = "10.0.0.2".parse().expect("ip");
-        assert_ne!(streak_key("ivan", a), streak_key("ivan", b));
-        assert!(!streak_key("ivan", a).contains("ivan"));
+    fn streak_keys_hide_the_login_and_differ_per_bucket() {
+        let (a, b) = (client("10.0.0.1"), client("10.0.0.2"));
+        let ivan = LoginSubject::Unknown("ivan".into());
+        assert_ne!(streak_key(&ivan, &a), streak_key(&ivan, &b));
+        assert!(!streak_key(&ivan, &a).contains("ivan"));
+        assert_ne!(
+            streak_key(&LoginSubject::Account(7), &a),
+            streak_key(&LoginSubject::Unknown("7".into()), &a)
+        );
+        // One /64: one streak.
+        assert_eq!(
+            streak_key(&ivan, &client("2001:db8::1")),
+            streak_key(&ivan, &client("2001:db8::ffff:2"))
+        );
         assert_eq!(ceil_secs(1), 1);
         assert_eq!(ceil_secs(1001), 2);
         assert_eq!(ceil_secs(-5), 1);

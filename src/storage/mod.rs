@@ -17,6 +17,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::DatabaseConfig;
+use crate::domain::audit::EventKind;
+use crate::domain::throttle::{LoginDecision, LoginPolicy};
 use crate::domain::NewUser;
 
 pub use postgres::PostgresStore;
@@ -176,6 +178,13 @@ pub struct NewAccount<'a> {
     pub client_addr: String,
 }
 
+/// A sign-in: its new session, written with its `sign_in` event.
+#[derive(Debug)]
+pub struct NewSignIn<'a> {
+    pub session: &'a NewSession,
+    pub client_addr: String,
+}
+
 /// One use of a refresh token.
 #[derive(Debug, Clone)]
 pub struct Rotation {
@@ -190,6 +199,8 @@ pub struct Rotation {
     /// rotates; the successor's expiry is capped to it.
     pub max_lifetime: Duration,
     pub grace: Duration,
+    /// Recorded with the outcome's security event, in the same transaction.
+    pub client_addr: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,22 +216,53 @@ pub enum RotationOutcome {
     Invalid,
 }
 
+impl RotationOutcome {
+    /// The security event an outcome is recorded as (none for an invalid token).
+    pub fn event(&self) -> Option<(EventKind, i64, Option<&str>)> {
+        match self {
+            Self::Rotated { user_id, .. } => Some((EventKind::Refresh, *user_id, None)),
+            Self::Replayed { user_id, .. } => Some((EventKind::RefreshReplayed, *user_id, None)),
+            Self::ReuseDetected {
+                user_id,
+                session_id,
+            } => Some((EventKind::ReuseDetected, *user_id, Some(session_id))),
+            Self::Invalid => None,
+        }
+    }
+}
+
 /// One entry of the append-only audit trail. Never a password or token.
 #[derive(Debug, Clone)]
 pub struct SecurityEvent {
     pub at: DateTime<Utc>,
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub user_id: Option<i64>,
     pub client_addr: Option<String>,
     /// Internal reason (e.g. "wrong password"); never shown to clients.
     pub detail: Option<String>,
 }
 
-/// The failure streak of one (login, client address).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoginFailures {
-    pub failures: i64,
-    pub blocked_until: Option<DateTime<Utc>>,
+/// A refused request, counted in the one row of its kind, client bucket,
+/// detail and window (so a flood of refusals writes one row, not thousands).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub kind: EventKind,
+    pub client_bucket: String,
+    pub detail: &'static str,
+    pub window_start: DateTime<Utc>,
+}
+
+impl Refusal {
+    /// The unique key of the row this refusal is counted in.
+    pub fn aggregate_key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.kind.name(),
+            self.client_bucket,
+            self.detail,
+            self.window_start.timestamp_millis()
+        )
+    }
 }
 
 /// A key made by `authql keys rotate`.
@@ -239,6 +281,21 @@ pub struct Cleanup {
     pub sessions: u64,
     pub refresh_tokens: u64,
     pub counters: u64,
+    pub events: u64,
+}
+
+/// What one cleanup batch may delete.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanupCutoffs {
+    pub now: DateTime<Utc>,
+    /// Sessions revoked before this.
+    pub revoked_before: DateTime<Utc>,
+    /// Counters and streaks untouched since before this.
+    pub stale_before: DateTime<Utc>,
+    /// Audit rows older than this (the retention period).
+    pub events_before: DateTime<Utc>,
+    /// Rows of each kind deleted at most.
+    pub batch: i64,
 }
 
 #[async_trait]
@@ -250,9 +307,16 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the stored value for `key`, storing `value` first if there is
     /// none. Race-safe: concurrent callers all get the one value that won.
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError>;
+    /// Stores `value` for `key`, replacing what was there.
+    async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
 
-    async fn taken(&self, username_key: &str, email_key: Option<&str>)
-        -> Result<Taken, StoreError>;
+    /// Which of these login keys (a username's, an e-mail's: one namespace)
+    /// already belong to someone. `None` is not looked up.
+    async fn taken(
+        &self,
+        username_key: Option<&str>,
+        email_key: Option<&str>,
+    ) -> Result<Taken, StoreError>;
     /// Writes a sign-up in one transaction: the user, their cars, the first
     /// session with its refresh token, and the `sign_up` security event.
     /// Returns the user and the cars in their order.
@@ -261,8 +325,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         account: &NewAccount<'_>,
     ) -> Result<(UserRecord, Vec<CarRecord>), StoreError>;
-    /// The user whose username or e-mail has this match key; a username match
-    /// wins over an e-mail match (a username may look like an address).
+    /// The user whose username or e-mail has this login key (one namespace,
+    /// so at most one user).
     async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError>;
     async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> Result<(), StoreError>;
     /// The user, if the session is theirs and not revoked, and the token was
@@ -281,54 +345,56 @@ pub trait Store: Send + Sync + 'static {
         issued_at: DateTime<Utc>,
     ) -> Result<Option<(UserRecord, Vec<CarRecord>)>, StoreError>;
     /// Revokes every live session of the user and refuses their access tokens
-    /// issued before `now`. Returns how many sessions were live.
+    /// issued before `now`, with the `sign_out_everywhere` event. Returns how
+    /// many sessions were live.
     async fn revoke_user_sessions(
         &self,
         user_id: i64,
         now: DateTime<Utc>,
+        client_addr: &str,
     ) -> Result<u64, StoreError>;
     /// Cars of these users, in each user's original order.
     async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<CarRecord>, StoreError>;
 
-    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
-    /// Consumes a refresh token and stores its successor, atomically.
+    /// Opens a signed-in session and records the `sign_in` event, in one
+    /// transaction.
+    async fn create_session(&self, sign_in: &NewSignIn<'_>) -> Result<(), StoreError>;
+    /// Consumes a refresh token and stores its successor, atomically, with
+    /// the outcome's security event.
     async fn rotate_refresh_token(
         &self,
         rotation: &Rotation,
     ) -> Result<RotationOutcome, StoreError>;
-    /// Revokes the family the token belongs to (current or consumed).
-    /// `None` when no family has such a token.
+    /// Revokes the family the token belongs to (current or consumed), with
+    /// the `revoke` event. `None` when no family has such a token.
     async fn revoke_family(
         &self,
         token_hash: &[u8],
         now: DateTime<Utc>,
+        client_addr: &str,
     ) -> Result<Option<i64>, StoreError>;
 
     /// Counts one hit against a fixed-window counter and returns the hits in
     /// the current window (a new window starts the count again at 1).
     async fn count_hit(&self, key: &str, window_start: DateTime<Utc>) -> Result<i64, StoreError>;
-    async fn login_failures(&self, key: &str) -> Result<Option<LoginFailures>, StoreError>;
-    /// Adds a failure to the streak (restarting it if the last one is older
-    /// than `reset_before`) and returns the streak's length.
-    async fn add_login_failure(
+    /// Reads the streak under the backend's lock, decides with
+    /// [`crate::domain::throttle::plan_login_attempt`] and stores the
+    /// admitted attempt, in one transaction.
+    async fn reserve_login_attempt(
         &self,
         key: &str,
         now: DateTime<Utc>,
-        reset_before: DateTime<Utc>,
-    ) -> Result<i64, StoreError>;
-    async fn block_login(&self, key: &str, until: DateTime<Utc>) -> Result<(), StoreError>;
+        policy: &LoginPolicy,
+    ) -> Result<LoginDecision, StoreError>;
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
 
     async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError>;
-    /// Deletes at most `batch` rows of each kind: sessions expired or revoked
-    /// before `revoked_before`, expired refresh tokens, stale counters.
-    async fn cleanup(
-        &self,
-        now: DateTime<Utc>,
-        revoked_before: DateTime<Utc>,
-        stale_before: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<Cleanup, StoreError>;
+    /// Counts a refusal in its aggregated row (created at the first one).
+    async fn record_refusal(&self, refusal: &Refusal) -> Result<(), StoreError>;
+    /// Deletes at most `batch` rows of each kind: expired sessions, revoked
+    /// ones past a day, expired refresh tokens, stale counters, audit rows
+    /// past their retention.
+    async fn cleanup(&self, cutoffs: &CleanupCutoffs) -> Result<Cleanup, StoreError>;
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;

@@ -14,11 +14,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder};
 
 use super::{
-    car_join_columns, cars_in_order, user_columns, CarColumns, CarRecord, Cleanup, Credentials,
-    LoginFailures, NewAccount, NewSession, Rotation, RotationOutcome, SecurityEvent, Store,
-    StoreError, StoredKey, Taken, UserRecord,
+    car_join_columns, cars_in_order, user_columns, CarColumns, CarRecord, Cleanup, CleanupCutoffs,
+    Credentials, NewAccount, NewSession, NewSignIn, Refusal, Rotation, RotationOutcome,
+    SecurityEvent, Store, StoreError, StoredKey, Taken, UserRecord,
 };
 use crate::config::DatabaseConfig;
+use crate::domain::audit::EventKind;
+use crate::domain::throttle::{plan_login_attempt, LoginDecision, LoginPolicy, LoginStreak};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -117,6 +119,38 @@ async fn insert_session(
     Ok(())
 }
 
+/// Appends one security event inside `tx`.
+async fn insert_event(tx: &mut PgConnection, event: &SecurityEvent) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO security_events (at, kind, user_id, client_addr, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event.at)
+    .bind(event.kind.name())
+    .bind(event.user_id)
+    .bind(&event.client_addr)
+    .bind(&event.detail)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The event a state change records, at `at` from `client_addr`.
+fn event(
+    kind: EventKind,
+    at: DateTime<Utc>,
+    user_id: i64,
+    client_addr: &str,
+    detail: Option<&str>,
+) -> SecurityEvent {
+    SecurityEvent {
+        at,
+        kind,
+        user_id: Some(user_id),
+        client_addr: Some(client_addr.to_owned()),
+        detail: detail.map(str::to_owned),
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -144,14 +178,26 @@ impl Store for PostgresStore {
         Ok(stored)
     }
 
+    async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn taken(
         &self,
-        username_key: &str,
+        username_key: Option<&str>,
         email_key: Option<&str>,
     ) -> Result<Taken, StoreError> {
         let (username, email): (bool, bool) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE username_key = $1),
-                    EXISTS (SELECT 1 FROM users WHERE email_key = $2)",
+            "SELECT EXISTS (SELECT 1 FROM login_keys WHERE key = $1),
+                    EXISTS (SELECT 1 FROM login_keys WHERE key = $2)",
         )
         .bind(username_key)
         .bind(email_key)
@@ -201,14 +247,18 @@ impl Store for PostgresStore {
             insert.push(" RETURNING position::bigint, id");
             car_ids = insert.build_query_as().fetch_all(&mut *tx).await?;
         }
+        for key in user.login_keys() {
+            sqlx::query("INSERT INTO login_keys (key, user_id) VALUES ($1, $2)")
+                .bind(key)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         insert_session(&mut tx, account.session, id).await?;
-        sqlx::query(
-            "INSERT INTO security_events (at, kind, user_id, client_addr) VALUES ($1, 'sign_up', $2, $3)",
+        insert_event(
+            &mut tx,
+            &event(EventKind::SignUp, now, id, &account.client_addr, None),
         )
-        .bind(now)
-        .bind(id)
-        .bind(&account.client_addr)
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         let record = UserRecord {
@@ -228,9 +278,8 @@ impl Store for PostgresStore {
         let row: Option<CredentialsRow> = sqlx::query_as(concat!(
             "SELECT ",
             user_columns!(),
-            ", u.password_hash FROM users u
-             WHERE u.username_key = $1 OR u.email_key = $1
-             ORDER BY (u.username_key = $1) DESC LIMIT 1"
+            ", u.password_hash FROM login_keys k JOIN users u ON u.id = k.user_id
+             WHERE k.key = $1"
         ))
         .bind(login_key)
         .fetch_optional(&self.pool)
@@ -316,6 +365,7 @@ impl Store for PostgresStore {
         &self,
         user_id: i64,
         now: DateTime<Utc>,
+        client_addr: &str,
     ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE users SET tokens_valid_after = $1 WHERE id = $2")
@@ -331,6 +381,17 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        insert_event(
+            &mut tx,
+            &event(
+                EventKind::SignOutEverywhere,
+                now,
+                user_id,
+                client_addr,
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -345,9 +406,21 @@ impl Store for PostgresStore {
         .await?)
     }
 
-    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
+    async fn create_session(&self, sign_in: &NewSignIn<'_>) -> Result<(), StoreError> {
+        let session = sign_in.session;
         let mut tx = self.pool.begin().await?;
         insert_session(&mut tx, session, session.user_id).await?;
+        insert_event(
+            &mut tx,
+            &event(
+                EventKind::SignIn,
+                session.created_at,
+                session.user_id,
+                &sign_in.client_addr,
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -444,6 +517,13 @@ impl Store for PostgresStore {
                 }
             }
         };
+        if let Some((kind, user_id, detail)) = outcome.event() {
+            insert_event(
+                &mut tx,
+                &event(kind, r.now, user_id, &r.client_addr, detail),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(outcome)
     }
@@ -452,16 +532,27 @@ impl Store for PostgresStore {
         &self,
         token_hash: &[u8],
         now: DateTime<Utc>,
+        client_addr: &str,
     ) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+        let mut tx = self.pool.begin().await?;
+        let user_id: Option<i64> = sqlx::query_scalar(
             "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1)
              WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $2)
              RETURNING user_id",
         )
         .bind(now)
         .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(user_id) = user_id {
+            insert_event(
+                &mut tx,
+                &event(EventKind::Revoke, now, user_id, client_addr, None),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(user_id)
     }
 
     async fn count_hit(&self, key: &str, window_start: DateTime<Utc>) -> Result<i64, StoreError> {
@@ -480,47 +571,51 @@ impl Store for PostgresStore {
         Ok(hits.into())
     }
 
-    async fn login_failures(&self, key: &str) -> Result<Option<LoginFailures>, StoreError> {
-        let row: Option<(i32, Option<DateTime<Utc>>)> =
-            sqlx::query_as("SELECT failures, blocked_until FROM login_failures WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|(failures, blocked_until)| LoginFailures {
-            failures: failures.into(),
-            blocked_until,
-        }))
-    }
-
-    async fn add_login_failure(
+    async fn reserve_login_attempt(
         &self,
         key: &str,
         now: DateTime<Utc>,
-        reset_before: DateTime<Utc>,
-    ) -> Result<i64, StoreError> {
-        let failures: i32 = sqlx::query_scalar(
-            "INSERT INTO login_failures (key, failures, updated_at) VALUES ($1, 1, $2)
-             ON CONFLICT (key) DO UPDATE SET
-                 failures = CASE WHEN login_failures.updated_at < $3 THEN 1
-                                 ELSE login_failures.failures + 1 END,
-                 updated_at = excluded.updated_at
-             RETURNING failures",
+        policy: &LoginPolicy,
+    ) -> Result<LoginDecision, StoreError> {
+        // The row must exist to be locked: concurrent first attempts then
+        // queue on it instead of both reading "no streak".
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO login_failures (key, failures, updated_at) VALUES ($1, 0, $2)
+             ON CONFLICT (key) DO NOTHING",
         )
         .bind(key)
         .bind(now)
-        .bind(reset_before)
-        .fetch_one(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(failures.into())
-    }
-
-    async fn block_login(&self, key: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE login_failures SET blocked_until = $1 WHERE key = $2")
-            .bind(until)
+        let (failures, blocked_until, updated_at): (i32, Option<DateTime<Utc>>, DateTime<Utc>) =
+            sqlx::query_as(
+                "SELECT failures, blocked_until, updated_at FROM login_failures
+                 WHERE key = $1 FOR UPDATE",
+            )
             .bind(key)
-            .execute(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
-        Ok(())
+        let stored = LoginStreak {
+            failures: failures.into(),
+            blocked_until,
+            updated_at,
+        };
+        let decision = plan_login_attempt(Some(&stored), now, policy);
+        if let LoginDecision::Admit(streak) = decision {
+            sqlx::query(
+                "UPDATE login_failures SET failures = $2, blocked_until = $3, updated_at = $4
+                 WHERE key = $1",
+            )
+            .bind(key)
+            .bind(i32::try_from(streak.failures).unwrap_or(i32::MAX))
+            .bind(streak.blocked_until)
+            .bind(streak.updated_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(decision)
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
@@ -537,7 +632,7 @@ impl Store for PostgresStore {
              VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(event.at)
-        .bind(event.kind)
+        .bind(event.kind.name())
         .bind(event.user_id)
         .bind(&event.client_addr)
         .bind(&event.detail)
@@ -546,13 +641,30 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn cleanup(
-        &self,
-        now: DateTime<Utc>,
-        revoked_before: DateTime<Utc>,
-        stale_before: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<Cleanup, StoreError> {
+    async fn record_refusal(&self, refusal: &Refusal) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO security_events (at, kind, client_addr, detail, aggregate_key)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (aggregate_key) DO UPDATE SET count = security_events.count + 1",
+        )
+        .bind(refusal.window_start)
+        .bind(refusal.kind.name())
+        .bind(&refusal.client_bucket)
+        .bind(refusal.detail)
+        .bind(refusal.aggregate_key())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn cleanup(&self, cutoffs: &CleanupCutoffs) -> Result<Cleanup, StoreError> {
+        let CleanupCutoffs {
+            now,
+            revoked_before,
+            stale_before,
+            events_before,
+            batch,
+        } = *cutoffs;
         let sessions = sqlx::query(
             "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions
              WHERE expires_at < $1 OR revoked_at < $2 LIMIT $3)",
@@ -590,10 +702,20 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
+        let events = sqlx::query(
+            "DELETE FROM security_events WHERE id IN (SELECT id FROM security_events
+             WHERE at < $1 ORDER BY at LIMIT $2)",
+        )
+        .bind(events_before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(Cleanup {
             sessions,
             refresh_tokens,
             counters,
+            events,
         })
     }
 

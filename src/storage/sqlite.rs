@@ -17,11 +17,13 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{
-    car_join_columns, cars_in_order, user_columns, CarColumns, CarRecord, Cleanup, Credentials,
-    LoginFailures, NewAccount, NewSession, Rotation, RotationOutcome, SecurityEvent, Store,
-    StoreError, StoredKey, Taken, UserRecord,
+    car_join_columns, cars_in_order, user_columns, CarColumns, CarRecord, Cleanup, CleanupCutoffs,
+    Credentials, NewAccount, NewSession, NewSignIn, Refusal, Rotation, RotationOutcome,
+    SecurityEvent, Store, StoreError, StoredKey, Taken, UserRecord,
 };
 use crate::config::DatabaseConfig;
+use crate::domain::audit::EventKind;
+use crate::domain::throttle::{plan_login_attempt, LoginDecision, LoginPolicy, LoginStreak};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -162,6 +164,38 @@ async fn insert_session(
     Ok(())
 }
 
+/// Appends one security event inside `tx`.
+async fn insert_event(tx: &mut SqliteConnection, event: &SecurityEvent) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO security_events (at, kind, user_id, client_addr, detail) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(millis(event.at))
+    .bind(event.kind.name())
+    .bind(event.user_id)
+    .bind(&event.client_addr)
+    .bind(&event.detail)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The event a state change records, at `at` from `client_addr`.
+fn event(
+    kind: EventKind,
+    at: DateTime<Utc>,
+    user_id: i64,
+    client_addr: &str,
+    detail: Option<&str>,
+) -> SecurityEvent {
+    SecurityEvent {
+        at,
+        kind,
+        user_id: Some(user_id),
+        client_addr: Some(client_addr.to_owned()),
+        detail: detail.map(str::to_owned),
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -192,14 +226,26 @@ impl Store for SqliteStore {
         Ok(stored)
     }
 
+    async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES (?, ?)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn taken(
         &self,
-        username_key: &str,
+        username_key: Option<&str>,
         email_key: Option<&str>,
     ) -> Result<Taken, StoreError> {
         let (username, email): (bool, bool) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE username_key = ?1),
-                    EXISTS (SELECT 1 FROM users WHERE email_key = ?2)",
+            "SELECT EXISTS (SELECT 1 FROM login_keys WHERE key = ?1),
+                    EXISTS (SELECT 1 FROM login_keys WHERE key = ?2)",
         )
         .bind(username_key)
         .bind(email_key)
@@ -249,14 +295,18 @@ impl Store for SqliteStore {
             insert.push(" RETURNING position, id");
             car_ids = insert.build_query_as().fetch_all(&mut *tx).await?;
         }
+        for key in user.login_keys() {
+            sqlx::query("INSERT INTO login_keys (key, user_id) VALUES (?, ?)")
+                .bind(key)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         insert_session(&mut tx, account.session, id).await?;
-        sqlx::query(
-            "INSERT INTO security_events (at, kind, user_id, client_addr) VALUES (?, 'sign_up', ?, ?)",
+        insert_event(
+            &mut tx,
+            &event(EventKind::SignUp, now, id, &account.client_addr, None),
         )
-        .bind(millis(now))
-        .bind(id)
-        .bind(&account.client_addr)
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         let record = UserRecord {
@@ -277,9 +327,8 @@ impl Store for SqliteStore {
         let row: Option<CredentialsRow> = sqlx::query_as(concat!(
             "SELECT ",
             user_columns!(),
-            ", u.password_hash FROM users u
-             WHERE u.username_key = ?1 OR u.email_key = ?1
-             ORDER BY u.username_key = ?1 DESC LIMIT 1"
+            ", u.password_hash FROM login_keys k JOIN users u ON u.id = k.user_id
+             WHERE k.key = ?"
         ))
         .bind(login_key)
         .fetch_optional(&self.pool)
@@ -362,8 +411,9 @@ impl Store for SqliteStore {
         &self,
         user_id: i64,
         now: DateTime<Utc>,
+        client_addr: &str,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("UPDATE users SET tokens_valid_after = ? WHERE id = ?")
             .bind(millis(now))
             .bind(user_id)
@@ -377,6 +427,17 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        insert_event(
+            &mut tx,
+            &event(
+                EventKind::SignOutEverywhere,
+                now,
+                user_id,
+                client_addr,
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -396,9 +457,21 @@ impl Store for SqliteStore {
         Ok(query.build_query_as().fetch_all(&self.pool).await?)
     }
 
-    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+    async fn create_session(&self, sign_in: &NewSignIn<'_>) -> Result<(), StoreError> {
+        let session = sign_in.session;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         insert_session(&mut tx, session, session.user_id).await?;
+        insert_event(
+            &mut tx,
+            &event(
+                EventKind::SignIn,
+                session.created_at,
+                session.user_id,
+                &sign_in.client_addr,
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -481,6 +554,13 @@ impl Store for SqliteStore {
                 }
             }
         };
+        if let Some((kind, user_id, detail)) = outcome.event() {
+            insert_event(
+                &mut tx,
+                &event(kind, r.now, user_id, &r.client_addr, detail),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(outcome)
     }
@@ -489,7 +569,9 @@ impl Store for SqliteStore {
         &self,
         token_hash: &[u8],
         now: DateTime<Utc>,
+        client_addr: &str,
     ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let user: Option<(i64,)> = sqlx::query_as(
             "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?)
              WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?)
@@ -497,8 +579,16 @@ impl Store for SqliteStore {
         )
         .bind(millis(now))
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        if let Some((user_id,)) = user {
+            insert_event(
+                &mut tx,
+                &event(EventKind::Revoke, now, user_id, client_addr, None),
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(user.map(|(id,)| id))
     }
 
@@ -517,49 +607,47 @@ impl Store for SqliteStore {
         .await?)
     }
 
-    async fn login_failures(&self, key: &str) -> Result<Option<LoginFailures>, StoreError> {
-        let row: Option<(i64, Option<i64>)> =
-            sqlx::query_as("SELECT failures, blocked_until FROM login_failures WHERE key = ?")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|(failures, blocked_until)| {
-            Ok(LoginFailures {
-                failures,
-                blocked_until: blocked_until.map(from_millis).transpose()?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn add_login_failure(
+    async fn reserve_login_attempt(
         &self,
         key: &str,
         now: DateTime<Utc>,
-        reset_before: DateTime<Utc>,
-    ) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "INSERT INTO login_failures (key, failures, updated_at) VALUES (?1, 1, ?2)
-             ON CONFLICT (key) DO UPDATE SET
-                 failures = CASE WHEN login_failures.updated_at < ?3 THEN 1
-                                 ELSE login_failures.failures + 1 END,
-                 updated_at = excluded.updated_at
-             RETURNING failures",
+        policy: &LoginPolicy,
+    ) -> Result<LoginDecision, StoreError> {
+        // BEGIN IMMEDIATE takes the write lock first: no other attempt can
+        // read the streak between this read and this write.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row: Option<(i64, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT failures, blocked_until, updated_at FROM login_failures WHERE key = ?",
         )
         .bind(key)
-        .bind(millis(now))
-        .bind(millis(reset_before))
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
-    async fn block_login(&self, key: &str, until: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE login_failures SET blocked_until = ? WHERE key = ?")
-            .bind(millis(until))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let stored = row
+            .map(|(failures, blocked_until, updated_at)| {
+                Ok::<_, StoreError>(LoginStreak {
+                    failures,
+                    blocked_until: blocked_until.map(from_millis).transpose()?,
+                    updated_at: from_millis(updated_at)?,
+                })
+            })
+            .transpose()?;
+        let decision = plan_login_attempt(stored.as_ref(), now, policy);
+        if let LoginDecision::Admit(streak) = decision {
+            sqlx::query(
+                "INSERT INTO login_failures (key, failures, blocked_until, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,
+                     blocked_until = excluded.blocked_until, updated_at = excluded.updated_at",
+            )
             .bind(key)
-            .execute(&self.pool)
+            .bind(streak.failures)
+            .bind(streak.blocked_until.map(millis))
+            .bind(millis(streak.updated_at))
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        }
+        tx.commit().await?;
+        Ok(decision)
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
@@ -575,7 +663,7 @@ impl Store for SqliteStore {
             "INSERT INTO security_events (at, kind, user_id, client_addr, detail) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(millis(event.at))
-        .bind(event.kind)
+        .bind(event.kind.name())
         .bind(event.user_id)
         .bind(&event.client_addr)
         .bind(&event.detail)
@@ -584,13 +672,30 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn cleanup(
-        &self,
-        now: DateTime<Utc>,
-        revoked_before: DateTime<Utc>,
-        stale_before: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<Cleanup, StoreError> {
+    async fn record_refusal(&self, refusal: &Refusal) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO security_events (at, kind, client_addr, detail, aggregate_key)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (aggregate_key) DO UPDATE SET count = security_events.count + 1",
+        )
+        .bind(millis(refusal.window_start))
+        .bind(refusal.kind.name())
+        .bind(&refusal.client_bucket)
+        .bind(refusal.detail)
+        .bind(refusal.aggregate_key())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn cleanup(&self, cutoffs: &CleanupCutoffs) -> Result<Cleanup, StoreError> {
+        let CleanupCutoffs {
+            now,
+            revoked_before,
+            stale_before,
+            events_before,
+            batch,
+        } = *cutoffs;
         let sessions = sqlx::query(
             "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions
              WHERE expires_at < ?1 OR revoked_at < ?2 LIMIT ?3)",
@@ -628,10 +733,20 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
+        let events = sqlx::query(
+            "DELETE FROM security_events WHERE id IN (SELECT id FROM security_events
+             WHERE at < ?1 ORDER BY at LIMIT ?2)",
+        )
+        .bind(millis(events_before))
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(Cleanup {
             sessions,
             refresh_tokens,
             counters,
+            events,
         })
     }
 

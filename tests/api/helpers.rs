@@ -145,6 +145,9 @@ pub fn base_config(db: &TestDatabase) -> ServeConfig {
     config.security.rate_sign_in = RateLimit::OFF;
     config.security.rate_sign_up = RateLimit::OFF;
     config.security.rate_refresh = RateLimit::OFF;
+    config.security.rate_revoke = RateLimit::OFF;
+    // Likewise for the per-client share of the hashing queue.
+    config.passwords.hash_queue_per_client = config.passwords.hash_queue;
     config
 }
 

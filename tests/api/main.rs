@@ -1,5 +1,6 @@
 //! End-to-end tests: the real server over real HTTP against a real database.
 
+mod abuse;
 mod connections;
 mod fuzz;
 mod graphiql;

@@ -1,0 +1,33 @@
+//! The kinds of security event the audit trail records.
+
+/// One kind of security event; [`EventKind::name`] is what the
+/// `security_events.kind` column and the metrics label hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    SignUp,
+    SignIn,
+    SignInFailed,
+    Refresh,
+    RefreshReplayed,
+    ReuseDetected,
+    Revoke,
+    SignOutEverywhere,
+    /// A request refused by a limit; aggregated per client bucket and minute.
+    RateLimited,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::SignUp => "sign_up",
+            EventKind::SignIn => "sign_in",
+            EventKind::SignInFailed => "sign_in_failed",
+            EventKind::Refresh => "refresh",
+            EventKind::RefreshReplayed => "refresh_replayed",
+            EventKind::ReuseDetected => "refresh_reuse_detected",
+            EventKind::Revoke => "revoke",
+            EventKind::SignOutEverywhere => "sign_out_everywhere",
+            EventKind::RateLimited => "rate_limited",
+        }
+    }
+}
