@@ -415,6 +415,14 @@ impl ServeConfig {
                 ));
             }
         }
+        for origin in self
+            .cors_origins
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+        {
+            check_origin(origin)?;
+        }
         if self.http.max_connections == 0 {
             return Err("AUTHQL_MAX_CONNECTIONS must be positive".into());
         }
@@ -456,6 +464,35 @@ impl ServeConfig {
             .build()
             .map_err(|e| format!("invalid argon2 parameters: {e:?}"))?;
         Ok(())
+    }
+}
+
+/// One `AUTHQL_CORS_ORIGINS` entry: `scheme://host[:port]`, exactly what
+/// browsers send in `Origin`. A wildcard would let every site read the
+/// answers of its visitors' requests, so it is refused.
+fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Err(
+            "AUTHQL_CORS_ORIGINS=* is not allowed: list the origins that may call authql \
+             from a browser, e.g. https://app.example.com"
+                .into(),
+        );
+    }
+    let host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .map(|rest| rest.trim_end_matches('/'));
+    match host {
+        Some(host)
+            if !host.is_empty()
+                && !host.contains(['/', '?', '#', '*', ' ', '@'])
+                && axum::http::HeaderValue::from_str(origin).is_ok() =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "AUTHQL_CORS_ORIGINS: {origin:?} is not an origin (scheme://host[:port], e.g. https://app.example.com)"
+        )),
     }
 }
 

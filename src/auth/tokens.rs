@@ -57,6 +57,8 @@ pub enum TokenRejected {
     WrongTokenType,
     #[error("bad subject")]
     BadSubject,
+    #[error("issued in the future")]
+    IssuedInFuture,
     #[error("{0}")]
     Invalid(String),
 }
@@ -67,6 +69,7 @@ pub struct TokenService {
     issuer: String,
     audience: String,
     access_ttl: Duration,
+    leeway: Duration,
     hs256: Validation,
     eddsa: Validation,
 }
@@ -90,6 +93,7 @@ impl TokenService {
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
             access_ttl: config.access_ttl,
+            leeway: config.jwt_leeway,
             hs256: validation(Algorithm::HS256),
             eddsa: validation(Algorithm::EdDSA),
         }
@@ -153,6 +157,12 @@ impl TokenService {
         let claims = data.claims;
         if claims.token_type != TOKEN_TYPE_ACCESS {
             return Err(TokenRejected::WrongTokenType);
+        }
+        // `iat` is what "tokens valid after" compares with: a token dated
+        // ahead would survive a sign-out everywhere.
+        let latest = Utc::now().timestamp() + i64::try_from(self.leeway.as_secs()).unwrap_or(60);
+        if claims.iat > latest {
+            return Err(TokenRejected::IssuedInFuture);
         }
         let user_id = claims.sub.parse().map_err(|_| TokenRejected::BadSubject)?;
         Ok((user_id, claims))

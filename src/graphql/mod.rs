@@ -71,3 +71,17 @@ pub fn document_guard(limits: &LimitsConfig, introspection: bool) -> DocumentGua
 pub fn sdl() -> String {
     builder().finish().sdl()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_scalars_introspection_hides_are_unused() {
+        let sdl = super::sdl();
+        for scalar in super::policy::UNUSED_BUILT_IN_SCALARS {
+            assert!(
+                !sdl.contains(&format!(": {scalar}")) && !sdl.contains(&format!("[{scalar}")),
+                "{scalar} is used now: remove it from UNUSED_BUILT_IN_SCALARS"
+            );
+        }
+    }
+}

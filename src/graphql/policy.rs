@@ -1,7 +1,10 @@
 //! Per-request policy as an async-graphql extension:
 //! - codes the engine's own errors (`GRAPHQL_PARSE_FAILED`,
 //!   `GRAPHQL_VALIDATION_FAILED`);
-//! - records request count and latency per root operation.
+//! - records request count and latency per root operation;
+//! - keeps introspection to the types the schema uses: async-graphql lists
+//!   every built-in scalar, `schema.graphql` (like graphql-js) only the
+//!   ones referenced, and the two must agree type for type.
 //!
 //! The document itself was checked before the engine saw it
 //! ([`super::DocumentGuard`]); its summary rides along in the request data.
@@ -11,14 +14,18 @@ use std::time::Instant;
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
-    NextValidation,
+    NextResolve, NextValidation, ResolveInfo,
 };
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Value, Variables};
 
 use super::PreparedDocument;
 use crate::error::{with_code, GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED};
 use crate::metrics::Metrics;
+
+/// Built-in scalars the schema does not reference (a unit test keeps this
+/// list true).
+pub const UNUSED_BUILT_IN_SCALARS: [&str; 1] = ["Float"];
 
 pub struct RequestPolicy {
     metrics: Arc<Metrics>,
@@ -95,6 +102,41 @@ impl Extension for PolicyExtension {
             .map(|op| op.label.clone());
         *lock(&self.operation) = label;
         next.run(ctx, operation_name).await
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        let lists_types = (info.parent_type == "__Schema" && info.name == "types")
+            || (info.parent_type == "Query" && info.name == "__type");
+        let value = next.run(ctx, info).await?;
+        Ok(if lists_types {
+            value.map(hide_unused_scalars)
+        } else {
+            value
+        })
+    }
+}
+
+/// Drops unused built-in scalars from `__schema { types }` and answers
+/// `__type(name:)` for them with null, as if they did not exist (which, for
+/// this schema, they do not).
+fn hide_unused_scalars(value: Value) -> Value {
+    let is_unused = |v: &Value| {
+        match v {
+        Value::Object(fields) => fields.get("name").is_some_and(|name| {
+            matches!(name, Value::String(n) if UNUSED_BUILT_IN_SCALARS.contains(&n.as_str()))
+        }),
+        _ => false,
+    }
+    };
+    match value {
+        Value::List(types) => Value::List(types.into_iter().filter(|t| !is_unused(t)).collect()),
+        one if is_unused(&one) => Value::Null,
+        other => other,
     }
 }
 

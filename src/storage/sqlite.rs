@@ -36,17 +36,15 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(config.url.trim())?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // FULL: every commit is on disk before it is acknowledged, so a
+            // power loss cannot bring back a revoked session (NORMAL could
+            // lose the commits since the last checkpoint). The cost is one
+            // WAL fsync per write transaction (BENCHMARKS.md).
+            .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let file = options.get_filename().to_path_buf();
-        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    anyhow::anyhow!("cannot create database folder {}: {e}", dir.display())
-                })?;
-            }
-        }
+        create_private(&file)?;
         let pool = SqlitePoolOptions::new()
             // A local file cannot go stale like a network connection; the
             // ping before each use cost a round trip to the connection's
@@ -87,6 +85,36 @@ fn millis(t: DateTime<Utc>) -> i64 {
 fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(ms)
         .ok_or_else(|| StoreError::Corrupt(format!("bad timestamp {ms}")))
+}
+
+/// Creates a missing database file (and folder) readable by its owner
+/// only: it holds password hashes and the signing keys. SQLite gives its
+/// `-wal` and `-shm` files the same permissions.
+fn create_private(file: &Path) -> anyhow::Result<()> {
+    if file.as_os_str().is_empty() || file == Path::new(":memory:") || file.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(|e| {
+                anyhow::anyhow!("cannot create database folder {}: {e}", dir.display())
+            })?;
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        // Another process created it a moment ago: fine.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => anyhow::bail!("cannot create database file {}: {e}", display(file)),
+    }
 }
 
 #[derive(FromRow)]

@@ -227,7 +227,52 @@ async fn cors_allows_only_configured_origins(backend: Backend) {
         .is_none());
 }
 
+async fn introspection_lists_exactly_the_types_of_schema_graphql(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let body = app
+        .gql(
+            "{ __schema { types { name } } float: __type(name: \"Float\") { name } }",
+            json!({}),
+        )
+        .await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert!(
+        body["data"]["float"].is_null(),
+        "Float is not part of this schema"
+    );
+    let served: std::collections::BTreeSet<String> = body["data"]["__schema"]["types"]
+        .as_array()
+        .expect("types")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name").to_owned())
+        .filter(|n| !n.starts_with("__"))
+        .collect();
+    let sdl = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+        .expect("schema.graphql");
+    let mut declared: std::collections::BTreeSet<String> = sdl
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("type" | "input" | "scalar" | "enum" | "interface" | "union") => {
+                    words.next().map(str::to_owned)
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    // Built-in scalars are never declared in SDL; the used ones are listed.
+    for scalar in ["Boolean", "ID", "Int", "String", "Float"] {
+        if sdl.contains(&format!(": {scalar}")) || sdl.contains(&format!("[{scalar}")) {
+            declared.insert(scalar.to_owned());
+        }
+    }
+    declared.insert("Boolean".to_owned()); // introspection's own fields use it
+    assert_eq!(served, declared);
+}
+
 crate::on_both_backends!(
+    introspection_lists_exactly_the_types_of_schema_graphql,
     malformed_requests_get_json_errors_and_the_server_keeps_serving,
     an_oversized_body_gets_413,
     engine_errors_carry_apollo_codes,

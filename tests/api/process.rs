@@ -128,10 +128,18 @@ fn migrate_creates_the_default_database_with_no_configuration() {
     let dir = tempfile::tempdir().expect("dir");
     let status = authql(dir.path()).arg("migrate").status().expect("runs");
     assert!(status.success());
-    assert!(
-        dir.path().join("data/authql.db").exists(),
-        "default SQLite file under ./data/"
-    );
+    let file = dir.path().join("data/authql.db");
+    assert!(file.exists(), "default SQLite file under ./data/");
+    // It holds password hashes and the signing key: its owner's only.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600, "database file");
+    assert_eq!(mode(&dir.path().join("data")), 0o700, "database folder");
+    let wal = dir.path().join("data/authql.db-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600, "WAL file");
+    }
 }
 
 #[tokio::test]
@@ -172,6 +180,30 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     );
     // New connections are no longer accepted.
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+}
+
+#[test]
+fn a_wildcard_cors_origin_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    for origins in [
+        "*",
+        "https://app.example.com, *",
+        "app.example.com",
+        "https://app.example.com/path",
+    ] {
+        let output = authql(dir.path())
+            .env("AUTHQL_CORS_ORIGINS", origins)
+            .env("AUTHQL_BIND", "127.0.0.1:0")
+            .output()
+            .expect("runs");
+        assert!(!output.status.success(), "{origins} refused");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("AUTHQL_CORS_ORIGINS"),
+            "{origins}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }
 
 #[tokio::test]

@@ -113,6 +113,11 @@ async fn me_refuses_every_kind_of_bad_access_token(backend: Backend) {
             sign(&header, &with("nbf", json!(now + 600)), SECRET.as_bytes()),
         ),
         (
+            // Would outlive a later sign-out everywhere ("tokens valid after").
+            "issued in the future",
+            sign(&header, &with("iat", json!(now + 600)), SECRET.as_bytes()),
+        ),
+        (
             "refresh type",
             sign(
                 &header,
