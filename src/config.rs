@@ -576,6 +576,35 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_take_bare_addresses_and_spaces() {
+        let cli =
+            Cli::try_parse_from(["authql", "--trusted-proxies", "10.0.0.5, 10.1.0.0/16 ,::1"])
+                .expect("parses");
+        let proxies: Vec<String> = cli
+            .serve
+            .security
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(proxies, ["10.0.0.5/32", "10.1.0.0/16", "::1/128"]);
+        assert!(Cli::try_parse_from(["authql", "--trusted-proxies", "proxy.local"]).is_err());
+    }
+
+    #[test]
+    fn origins_must_be_origins() {
+        let check = |origins: &str| {
+            let mut c = Cli::try_parse_from(["authql"]).expect("defaults").serve;
+            c.cors_origins = origins.split(',').map(str::to_owned).collect();
+            c.validate()
+        };
+        assert!(check("https://app.example.com, http://localhost:5173").is_ok());
+        assert!(check("*").expect_err("refused").contains("is not allowed"));
+        assert!(check("app.example.com").is_err());
+        assert!(check("https://app.example.com/login").is_err());
+    }
+
+    #[test]
     fn database_password_is_redacted() {
         assert_eq!(
             redact_url_password("postgres://app:hunter2@db:5432/authql"),

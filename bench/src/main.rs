@@ -75,6 +75,60 @@ struct LoadArgs {
     /// Label for the output line.
     #[arg(long, default_value = "authql")]
     target: String,
+    /// Extra connections that send hostile documents (exponential fragments,
+    /// deep values, nested aliases) the whole time; not measured, but any
+    /// answer other than a refusal counts as an error.
+    #[arg(long, default_value_t = 0)]
+    attackers: usize,
+}
+
+/// The documents that used to stop a server (issue 8), in turn.
+fn attack_documents() -> Vec<String> {
+    let mut fragments = String::from("{ ...F24 }");
+    for i in (1..=24).rev() {
+        fragments.push_str(&format!(
+            " fragment F{i} on Query {{ ...F{} ...F{} }}",
+            i - 1,
+            i - 1
+        ));
+    }
+    fragments.push_str(" fragment F0 on Query { __typename }");
+    let deep = format!(
+        "{{ __typename(a: {}1{}) }}",
+        "[".repeat(30_000),
+        "]".repeat(30_000)
+    );
+    let mut aliases: String = (0..240).map(|i| format!("m{i}: me {{ id }} ")).collect();
+    for _ in 0..17 {
+        aliases = format!("... on Query {{ {aliases} }}");
+    }
+    vec![fragments, deep, format!("{{ {aliases} }}")]
+}
+
+/// Sends attack documents until `stop`; returns how many were not refused.
+async fn attack(client: reqwest::Client, url: String, stop: Arc<AtomicBool>) -> (u64, u64) {
+    let documents = attack_documents();
+    let (mut sent, mut not_refused) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        let document = &documents[(sent % documents.len() as u64) as usize];
+        sent += 1;
+        let refused = match client
+            .post(&url)
+            .json(&json!({ "query": document }))
+            .send()
+            .await
+        {
+            Ok(response) => match response.json::<Value>().await {
+                Ok(body) => body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED",
+                Err(_) => false,
+            },
+            Err(_) => false,
+        };
+        if !refused {
+            not_refused += 1;
+        }
+    }
+    (sent, not_refused)
 }
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -243,6 +297,9 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
 
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
+    let attackers: Vec<_> = (0..args.attackers)
+        .map(|_| tokio::spawn(attack(client.clone(), args.url.clone(), stop.clone())))
+        .collect();
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let mut tasks = Vec::new();
@@ -284,6 +341,19 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     for task in tasks {
         latencies.extend(task.await?);
     }
+    let (mut attacks, mut not_refused) = (0u64, 0u64);
+    for attacker in attackers {
+        let (sent, wrong) = attacker.await?;
+        attacks += sent;
+        not_refused += wrong;
+    }
+    if not_refused > 0 {
+        errors.fetch_add(not_refused, Ordering::Relaxed);
+        first_error
+            .lock()
+            .expect("lock")
+            .get_or_insert(format!("{not_refused} attack documents were not refused"));
+    }
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -303,6 +373,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             "errors": errors.load(Ordering::Relaxed),
             "first_error": *first_error.lock().expect("lock"),
             "peak_rss_kib": peak_rss_kib,
+            "attackers": args.attackers, "attack_requests": attacks,
         })
     );
     Ok(())

@@ -646,4 +646,37 @@ mod tests {
         assert_eq!(label_of(&["me", "__typename"]), "__typename,me");
         assert_eq!(label_of(&["nope"]), "invalid");
     }
+
+    proptest::proptest! {
+        /// Random fragment graphs (chains, diamonds, cycles, fan-out): the
+        /// analysis always ends, never panics, and what it accepts expands
+        /// to no more than the complexity limit.
+        #[test]
+        fn any_fragment_graph_is_judged_without_expanding_it(
+            spreads in proptest::collection::vec(proptest::collection::vec(0usize..40, 0..5), 1..40),
+            fields in 0usize..3,
+        ) {
+            let mut doc = String::from("{ ...F0 }");
+            for (i, targets) in spreads.iter().enumerate() {
+                doc.push_str(&format!(" fragment F{i} on Query {{ __typename"));
+                for f in 0..fields {
+                    doc.push_str(&format!(" f{f}: __typename"));
+                }
+                for t in targets.iter().filter(|t| **t < spreads.len()) {
+                    doc.push_str(&format!(" ...F{t}"));
+                }
+                doc.push_str(" }");
+            }
+            if let Ok(prepared) = prepare(&doc, &limits()) {
+                let mut analyzer = Analyzer {
+                    doc: &prepared.document,
+                    limits: &limits(),
+                    costs: HashMap::new(),
+                    root_keys: HashMap::new(),
+                };
+                let cost = analyzer.fragment_cost("F0", 0).expect("accepted");
+                proptest::prop_assert!(cost.fields <= 500);
+            }
+        }
+    }
 }

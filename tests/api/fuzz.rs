@@ -166,3 +166,191 @@ fn the_graphql_endpoint_survives_arbitrary_requests() {
         "still serving"
     );
 }
+
+/// Adversarial structure rather than token soup: what the shallow
+/// generator above could not express and what did stop the server once
+/// (deep values, doubling fragment graphs), plus cycles, fan-out, aliases,
+/// huge variables and long headers. Every answer must be a documented JSON
+/// error or a result, quickly, and the server must keep serving.
+#[derive(Debug, Clone)]
+enum Hostile {
+    /// Brackets nested `depth` deep in an argument, a default or a directive.
+    DeepValue {
+        depth: usize,
+        object: bool,
+        place: u8,
+    },
+    /// Selections nested `depth` deep, as fields or inline fragments.
+    DeepSelection { depth: usize, inline: bool },
+    /// `fragments` fragments, each spreading `spreads[i]` others (cycles allowed).
+    FragmentGraph {
+        spreads: Vec<Vec<usize>>,
+        fields: usize,
+    },
+    /// `count` aliases of one root field.
+    Aliases { count: usize, field: u8 },
+    /// A variables object `depth` deep and `width` wide.
+    Variables { depth: usize, width: usize },
+    /// A long bearer token and a long X-Forwarded-For list.
+    Headers { token: usize, hops: usize },
+}
+
+fn hostile() -> impl Strategy<Value = Hostile> {
+    prop_oneof![
+        (1usize..40_000, any::<bool>(), 0u8..3).prop_map(|(depth, object, place)| {
+            Hostile::DeepValue {
+                depth,
+                object,
+                place,
+            }
+        }),
+        (1usize..5_000, any::<bool>())
+            .prop_map(|(depth, inline)| Hostile::DeepSelection { depth, inline }),
+        (1usize..80)
+            .prop_flat_map(|n| (
+                proptest::collection::vec(proptest::collection::vec(0..n, 0..4), n),
+                0usize..4
+            ))
+            .prop_map(|(spreads, fields)| Hostile::FragmentGraph { spreads, fields }),
+        (1usize..3_000, 0u8..4).prop_map(|(count, field)| Hostile::Aliases { count, field }),
+        (1usize..200, 1usize..5_000).prop_map(|(depth, width)| Hostile::Variables { depth, width }),
+        (1usize..60_000, 1usize..3_000).prop_map(|(token, hops)| Hostile::Headers { token, hops }),
+    ]
+}
+
+impl Hostile {
+    /// The document, variables and extra headers of the request.
+    fn request(&self) -> (String, Value, Vec<(&'static str, String)>) {
+        match self {
+            Hostile::DeepValue {
+                depth,
+                object,
+                place,
+            } => {
+                let (open, close) = if *object {
+                    ("{a:".repeat(*depth), "}".repeat(*depth))
+                } else {
+                    ("[".repeat(*depth), "]".repeat(*depth))
+                };
+                let doc = match place {
+                    0 => format!("{{ __typename(a: {open}1{close}) }}"),
+                    1 => format!("query($v: [Int] = {open}1{close}) {{ __typename }}"),
+                    _ => format!("{{ __typename @skip(if: {open}true{close}) }}"),
+                };
+                (doc, json!({}), vec![])
+            }
+            Hostile::DeepSelection { depth, inline } => {
+                let doc = if *inline {
+                    format!(
+                        "{{ {} __typename {} }}",
+                        "... on Query { ".repeat(*depth),
+                        "}".repeat(*depth)
+                    )
+                } else {
+                    format!("{}{}", "{ me ".repeat(*depth), "}".repeat(*depth))
+                };
+                (doc, json!({}), vec![])
+            }
+            Hostile::FragmentGraph { spreads, fields } => {
+                let mut doc = String::from("{ ...F0 }");
+                for (i, targets) in spreads.iter().enumerate() {
+                    doc.push_str(&format!(" fragment F{i} on Query {{"));
+                    for f in 0..*fields {
+                        doc.push_str(&format!(" f{f}: __typename"));
+                    }
+                    for t in targets {
+                        doc.push_str(&format!(" ...F{t}"));
+                    }
+                    if targets.is_empty() && *fields == 0 {
+                        doc.push_str(" __typename");
+                    }
+                    doc.push_str(" }");
+                }
+                (doc, json!({}), vec![])
+            }
+            Hostile::Aliases { count, field } => {
+                let field = [
+                    "__typename",
+                    "me { id }",
+                    "revokeToken(refreshToken: \"x\")",
+                    "createToken(input: {login: \"a\", password: \"b\"}) { accessToken }",
+                ][*field as usize];
+                let op = if field.starts_with("revoke") || field.starts_with("create") {
+                    "mutation"
+                } else {
+                    "query"
+                };
+                let aliases: String = (0..*count).map(|i| format!("a{i}: {field} ")).collect();
+                (format!("{op} {{ {aliases} }}"), json!({}), vec![])
+            }
+            Hostile::Variables { depth, width } => {
+                let mut value = json!(1);
+                for _ in 0..*depth {
+                    value = json!([value]);
+                }
+                let wide: serde_json::Map<String, Value> =
+                    (0..*width).map(|i| (format!("k{i}"), json!("x"))).collect();
+                (
+                    "query($v: [Int], $w: String) { __typename }".into(),
+                    json!({ "v": value, "w": wide, "extra": "y".repeat(*width) }),
+                    vec![],
+                )
+            }
+            Hostile::Headers { token, hops } => {
+                let forwarded: Vec<String> = (0..*hops)
+                    .map(|i| format!("10.{}.{}.{}", i / 65536 % 256, i / 256 % 256, i % 256))
+                    .collect();
+                (
+                    "{ me { id } }".into(),
+                    json!({}),
+                    vec![
+                        ("authorization", format!("Bearer {}", "A".repeat(*token))),
+                        ("x-forwarded-for", forwarded.join(", ")),
+                    ],
+                )
+            }
+        }
+    }
+}
+
+#[test]
+fn hostile_structure_never_stops_the_server() {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(200);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let app = rt.block_on(spawn_with(Backend::Sqlite, |c| {
+        c.security.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+    }));
+    proptest!(ProptestConfig::with_cases(cases), |(case in hostile(), get in any::<bool>())| {
+        let (document, variables, headers) = case.request();
+        let (status, text) = rt.block_on(async {
+            // reqwest refuses URLs over 64 KiB: long GETs are the connection tests' job.
+            let mut request = if get && document.len() + variables.to_string().len() < 8_000 {
+                app.client.get(app.url("/graphql")).query(&[("query", &document), ("variables", &variables.to_string())])
+            } else {
+                app.client.post(app.url("/graphql")).json(&json!({ "query": document, "variables": variables }))
+            };
+            for (name, value) in &headers {
+                request = request.header(*name, value);
+            }
+            // A hang is a failure too.
+            let response = request.timeout(std::time::Duration::from_secs(10)).send().await.expect("answered in time");
+            let status = response.status().as_u16();
+            (status, response.text().await.expect("body"))
+        });
+        prop_assert!([200, 400, 405, 408, 413, 414, 431].contains(&status), "status {status}: {case:?}");
+        let value: Value = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(format!("not JSON ({e}) for {case:?}")))?;
+        assert_no_secrets(&value);
+        for error in value["errors"].as_array().into_iter().flatten() {
+            let code = error["extensions"]["code"].as_str().unwrap_or("");
+            prop_assert!(CODES.contains(&code), "undocumented code {code:?} for {case:?}");
+            prop_assert!(code != "INTERNAL", "internal error for {case:?}");
+        }
+    });
+    let health = rt
+        .block_on(app.client.get(app.url("/healthz")).send())
+        .expect("alive");
+    assert_eq!(health.status(), 200);
+}
