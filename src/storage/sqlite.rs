@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{Connection as _, FromRow, QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{
     car_join_columns, cars_in_order, user_columns, CarColumns, CarRecord, Cleanup, CleanupCutoffs,
@@ -36,11 +36,12 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(config.url.trim())?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: every commit is on disk before it is acknowledged, so a
-            // power loss cannot bring back a revoked session (NORMAL could
-            // lose the commits since the last checkpoint). The cost is one
-            // WAL fsync per write transaction (BENCHMARKS.md).
-            .synchronous(SqliteSynchronous::Full)
+            // NORMAL: a power loss (not a crash) may lose the last commits
+            // since the WAL was synced. Revocations and keys must not be
+            // lost, so they are followed by a durability barrier
+            // ([`make_durable`]); an fsync per commit everywhere would cost
+            // a third of the refresh throughput (BENCHMARKS.md).
+            .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let file = options.get_filename().to_path_buf();
@@ -192,6 +193,30 @@ async fn insert_session(
     Ok(())
 }
 
+/// Makes everything committed so far durable: one write committed with
+/// `synchronous=FULL` fsyncs the WAL, which holds every earlier commit.
+/// After revocations and key writes, so a power loss cannot bring back a
+/// revoked session or take away a key that signed tokens.
+async fn make_durable(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("PRAGMA synchronous = FULL")
+        .execute(&mut *conn)
+        .await?;
+    let written = sqlx::query(
+        "INSERT INTO settings (key, value) VALUES ('durable_at', ?)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(Utc::now().timestamp_millis().to_string())
+    .execute(&mut *conn)
+    .await;
+    // Left at FULL, the connection would only be slower.
+    let reset = sqlx::query("PRAGMA synchronous = NORMAL")
+        .execute(&mut *conn)
+        .await;
+    written?;
+    reset?;
+    Ok(())
+}
+
 /// Appends one security event inside `tx`.
 async fn insert_event(tx: &mut SqliteConnection, event: &SecurityEvent) -> Result<(), StoreError> {
     sqlx::query(
@@ -242,14 +267,22 @@ impl Store for SqliteStore {
     }
 
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
-        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if inserted > 0 {
+            // Generated keys sign tokens at once: they must outlive a power loss.
+            make_durable(&mut conn).await?;
+        }
         let (stored,): (String,) = sqlx::query_as("SELECT value FROM settings WHERE key = ?")
             .bind(key)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await?;
         Ok(stored)
     }
@@ -441,7 +474,8 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         client_addr: &str,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("UPDATE users SET tokens_valid_after = ? WHERE id = ?")
             .bind(millis(now))
             .bind(user_id)
@@ -467,6 +501,7 @@ impl Store for SqliteStore {
         )
         .await?;
         tx.commit().await?;
+        make_durable(&mut conn).await?;
         Ok(revoked)
     }
 
@@ -506,7 +541,8 @@ impl Store for SqliteStore {
 
     async fn rotate_refresh_token(&self, r: &Rotation) -> Result<RotationOutcome, StoreError> {
         let now = millis(r.now);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let state: Option<TokenStateRow> = sqlx::query_as(
             "SELECT t.session_id, s.user_id, t.consumed_at, t.expires_at, s.revoked_at,
                     s.created_at AS session_created_at
@@ -590,6 +626,9 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        if matches!(outcome, RotationOutcome::ReuseDetected { .. }) {
+            make_durable(&mut conn).await?;
+        }
         Ok(outcome)
     }
 
@@ -599,7 +638,8 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         client_addr: &str,
     ) -> Result<Option<i64>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let user: Option<(i64,)> = sqlx::query_as(
             "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?)
              WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?)
@@ -617,6 +657,7 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        make_durable(&mut conn).await?;
         Ok(user.map(|(id,)| id))
     }
 
@@ -797,6 +838,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
         sqlx::query(
             "INSERT INTO signing_keys (kid, algorithm, material, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -804,8 +846,9 @@ impl Store for SqliteStore {
         .bind(&key.algorithm)
         .bind(&key.material)
         .bind(millis(key.created_at))
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
+        make_durable(&mut conn).await?;
         Ok(())
     }
 }

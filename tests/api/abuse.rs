@@ -586,3 +586,28 @@ crate::on_both_backends!(
     refusals_are_aggregated_and_the_audit_trail_has_a_retention,
     revoke_token_is_rate_limited,
 );
+
+/// SQLite commits with synchronous=NORMAL; a revocation is followed by a
+/// write committed with FULL, whose WAL fsync makes it survive a power loss.
+/// (A power loss cannot be staged here; what can be seen is the barrier.)
+#[tokio::test]
+async fn revocations_are_followed_by_a_durability_barrier_on_sqlite() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let pool = app.db_pool().await;
+    let barrier = || async {
+        sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = 'durable_at'")
+            .fetch_one(&pool)
+            .await
+            .expect("the generated keys were made durable")
+            .parse::<i64>()
+            .expect("millis")
+    };
+    let before = barrier().await;
+    let rt = app.sign_up("durable").await["refreshToken"]
+        .as_str()
+        .expect("rt")
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(app.revoke(&rt).await["data"]["revokeToken"], true);
+    assert!(barrier().await > before, "revokeToken made durable");
+}
