@@ -1,6 +1,7 @@
 //! Micro-benchmarks (criterion): token issue and verify, sign-up validation,
-//! and the GraphQL execution of `me` without HTTP, on a throwaway SQLite
-//! database. `cargo bench --bench micro`; results in BENCHMARKS.md.
+//! the GraphQL execution of `me` without HTTP on a throwaway SQLite
+//! database, and what refusing a hostile document costs.
+//! `cargo bench --bench micro`; results in BENCHMARKS.md.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -100,6 +101,29 @@ fn micro(c: &mut Criterion) {
             assert!(response.errors.is_empty(), "{:?}", response.errors);
             response
         })
+    });
+
+    // The documents that used to stop a server, refused before the engine.
+    let mut fragments = String::from("{ ...F24 }");
+    for i in (1..=24).rev() {
+        fragments.push_str(&format!(
+            " fragment F{i} on Query {{ ...F{} ...F{} }}",
+            i - 1,
+            i - 1
+        ));
+    }
+    fragments.push_str(" fragment F0 on Query { __typename }");
+    let deep = format!(
+        "{{ __typename(a: {}1{}) }}",
+        "[".repeat(30_000),
+        "]".repeat(30_000)
+    );
+    let guard = &services.documents;
+    c.bench_function("refuse doubling fragments, 24 levels (900 bytes)", |b| {
+        b.iter(|| assert!(guard.prepare(&fragments).is_err()))
+    });
+    c.bench_function("refuse a list nested 30,000 deep (60 KB)", |b| {
+        b.iter(|| assert!(guard.prepare(&deep).is_err()))
     });
 }
 

@@ -64,7 +64,6 @@ impl Services {
                 session_max_lifetime: config.tokens.session_max_lifetime,
                 throttle: Throttle::new(store.clone(), &config.security),
                 cleanup_every: config.security.cleanup_every,
-                audit_retention: config.security.audit_retention,
             },
             metrics.clone(),
         ));

@@ -24,7 +24,8 @@ CREATE INDEX security_events_at ON security_events (at);
 
 -- Updates: only the count of an aggregated row, and only upwards. Deletes:
 -- only rows older than the retention period the instances write to settings
--- (audit_retention_ms); without it, never.
+-- (audit_retention_ms), and never younger than a day whatever that says;
+-- without it, never. TRUNCATE, which skips row triggers, is refused too.
 CREATE OR REPLACE FUNCTION security_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
@@ -39,13 +40,22 @@ BEGIN
         END IF;
         RAISE EXCEPTION 'security_events is append-only';
     END IF;
-    IF COALESCE(OLD.at < now() - (SELECT value::bigint FROM settings WHERE key = 'audit_retention_ms')
-                               * interval '1 millisecond', false) THEN
+    IF COALESCE(OLD.at < now() - GREATEST(86400000,
+                   (SELECT value::bigint FROM settings WHERE key = 'audit_retention_ms'))
+                   * interval '1 millisecond', false) THEN
         RETURN OLD;
     END IF;
     RAISE EXCEPTION 'security_events is append-only within its retention period';
 END
 $$;
+
+CREATE FUNCTION security_events_no_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'security_events is append-only';
+END
+$$;
+CREATE TRIGGER security_events_no_truncate BEFORE TRUNCATE ON security_events
+    FOR EACH STATEMENT EXECUTE FUNCTION security_events_no_truncate();
 
 CREATE INDEX sessions_revoked_at ON sessions (revoked_at);
 CREATE INDEX rate_limits_window_start ON rate_limits (window_start);

@@ -30,11 +30,13 @@ WHEN NOT (OLD.aggregate_key IS NOT NULL
 BEGIN SELECT RAISE(ABORT, 'security_events is append-only'); END;
 
 -- Rows may be deleted only once they are older than the retention period
--- the instances write to settings (audit_retention_ms); without it, never.
+-- the instances write to settings (audit_retention_ms), and never younger
+-- than a day whatever that setting says; without it, never.
 DROP TRIGGER security_events_no_delete;
 CREATE TRIGGER security_events_no_delete BEFORE DELETE ON security_events
 WHEN NOT COALESCE(OLD.at < CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
-                   - (SELECT CAST(value AS INTEGER) FROM settings WHERE key = 'audit_retention_ms'), 0)
+                   - MAX(86400000, (SELECT CAST(value AS INTEGER) FROM settings
+                                    WHERE key = 'audit_retention_ms')), 0)
 BEGIN SELECT RAISE(ABORT, 'security_events is append-only within its retention period'); END;
 
 CREATE INDEX sessions_revoked_at ON sessions (revoked_at);

@@ -155,7 +155,15 @@ impl PasswordHasher {
                         }
                     };
                     match job {
-                        Some(job) => job(),
+                        // A panicking job must not take its thread along:
+                        // its caller sees its channel closed (an internal
+                        // error); the thread serves the next job.
+                        Some(job) => {
+                            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err()
+                            {
+                                tracing::error!("a password hashing job panicked");
+                            }
+                        }
                         // The hasher is gone: stop.
                         None => break,
                     }
@@ -198,6 +206,9 @@ impl PasswordHasher {
 
 impl Drop for PasswordHasher {
     fn drop(&mut self) {
+        // Under the queue's lock, so no thread is between its check of the
+        // flag and its wait when the wake-up is sent.
+        let _queue = self.shared.lock();
         self.shared
             .stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);

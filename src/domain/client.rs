@@ -3,8 +3,11 @@
 //! - The address is the socket peer, or what trusted proxies say in
 //!   `X-Forwarded-For` (read right to left: the first address that is not
 //!   a trusted proxy is the client; entries further left are the client's
-//!   own claims). IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`, what a
-//!   dual-stack listener on `[::]` reports) count as the IPv4 address.
+//!   own claims). A trusted proxy that wrote `unknown` did not know its
+//!   peer, so whatever stands left of it may be the client's own claim: the
+//!   walk ends there, at that proxy. IPv4-mapped IPv6 addresses
+//!   (`::ffff:192.0.2.1`, what a dual-stack listener on `[::]` reports)
+//!   count as the IPv4 address.
 //! - Limits key on the client's *bucket*: the IPv4 address, or the IPv6
 //!   network of the configured prefix (/64 by default: one ordinary host or
 //!   home connection), so rotating addresses inside one's own /64 buys
@@ -48,25 +51,21 @@ pub fn bucket(addr: IpAddr, ipv6_prefix: u8) -> IpNet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hop {
     Addr(IpAddr),
-    /// A proxy that did not know its peer (`unknown`, or an RFC 7239
-    /// obfuscated `_name`): says nothing, so it is skipped.
-    Unknown,
-    Garbage,
+    /// Not an address: `unknown` (a proxy that did not know its peer), an
+    /// RFC 7239 obfuscated `_name`, or garbage.
+    Unusable,
 }
 
 /// `198.51.100.7`, `198.51.100.7:1234`, `2001:db8::1`, `[2001:db8::1]`,
-/// `[2001:db8::1]:443`, `unknown`.
+/// `[2001:db8::1]:443`; anything else is unusable.
 fn parse_hop(hop: &str) -> Hop {
     let hop = hop.trim();
-    if hop.eq_ignore_ascii_case("unknown") || hop.starts_with('_') {
-        return Hop::Unknown;
-    }
     if let Ok(ip) = hop.parse::<IpAddr>() {
         return Hop::Addr(ip);
     }
     if let Some(rest) = hop.strip_prefix('[') {
         let Some((inside, after)) = rest.split_once(']') else {
-            return Hop::Garbage;
+            return Hop::Unusable;
         };
         let port_ok = after.is_empty()
             || after
@@ -74,20 +73,21 @@ fn parse_hop(hop: &str) -> Hop {
                 .is_some_and(|p| p.parse::<u16>().is_ok());
         return match (inside.parse::<IpAddr>(), port_ok) {
             (Ok(ip), true) => Hop::Addr(ip),
-            _ => Hop::Garbage,
+            _ => Hop::Unusable,
         };
     }
     match hop.rsplit_once(':') {
         Some((host, port)) if port.parse::<u16>().is_ok() => host
             .parse::<Ipv4Addr>()
-            .map_or(Hop::Garbage, |v4| Hop::Addr(IpAddr::V4(v4))),
-        _ => Hop::Garbage,
+            .map_or(Hop::Unusable, |v4| Hop::Addr(IpAddr::V4(v4))),
+        _ => Hop::Unusable,
     }
 }
 
 /// The client's address. `forwarded` are the `X-Forwarded-For` header
 /// values in the order received; they are believed only from trusted
-/// proxies. Garbage stops the walk at the last address believed.
+/// proxies. An entry that is no address (`unknown`, garbage) ends the walk
+/// at the last address believed.
 pub fn client_address<'a>(
     peer: IpAddr,
     forwarded: impl DoubleEndedIterator<Item = &'a str>,
@@ -102,8 +102,7 @@ pub fn client_address<'a>(
     for value in forwarded.rev() {
         for hop in value.rsplit(',') {
             match parse_hop(hop) {
-                Hop::Unknown => continue,
-                Hop::Garbage => return client,
+                Hop::Unusable => return client,
                 Hop::Addr(ip) => {
                     client = ip.to_canonical();
                     if !is_trusted(&client) {
@@ -197,8 +196,11 @@ mod tests {
         assert_eq!(from("[2001:db8::1]:443"), ip("2001:db8::1"));
         assert_eq!(from("[2001:db8::1]"), ip("2001:db8::1"));
         assert_eq!(from("2001:db8::1"), ip("2001:db8::1"));
-        assert_eq!(from("198.51.100.7, unknown"), ip("198.51.100.7"));
-        assert_eq!(from("unknown"), proxy, "nothing known: the proxy");
+        // The proxy did not know its peer: the entry left of `unknown` may
+        // be the client's own claim, so the proxy is the client.
+        assert_eq!(from("198.51.100.7, unknown"), proxy);
+        assert_eq!(from("unknown"), proxy);
+        assert_eq!(from("unknown, 198.51.100.7"), ip("198.51.100.7"));
         assert_eq!(from("not-an-ip"), proxy);
         assert_eq!(from("[2001:db8::1]:99999"), proxy);
         // Untrusted peers' headers are ignored; the left part is the client's claim.

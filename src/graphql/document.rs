@@ -9,9 +9,12 @@
 //!   and fragment are computed once per fragment (memoised), so fragments
 //!   that spread each other twice per level (`F22` = 2^22 fields in 900 bytes)
 //!   are refused before the engine's own checks, which expand every spread;
-//! - root fields are counted by response key through any depth of inline
-//!   fragments and through named fragments, so neither nesting nor
-//!   fragments can multiply root fields or credential attempts.
+//! - root fields are counted by occurrence (async-graphql runs every
+//!   occurrence, even two with one response key) through any depth of
+//!   inline fragments and through named fragments, so neither nesting nor
+//!   fragments can multiply root fields or credential attempts;
+//! - a spread of an unknown fragment is refused here: it would cost nothing
+//!   in the count yet let the engine's own checks walk every path.
 //!
 //! Everything here is pure: text in, a prepared document or a refusal out.
 
@@ -103,14 +106,16 @@ impl PreparedDocument {
     }
 }
 
-/// Prepares documents, remembering the ones that passed by their text:
-/// clients send the same few documents over and over, and parsing is a good
-/// part of a small request's cost. Bounded: small documents only, emptied
-/// when full.
+/// Prepares documents, remembering the verdict by their text: clients send
+/// the same few documents over and over (and attackers the same few
+/// refusals), and parsing is most of a small request's cost. Bounded:
+/// small documents only, emptied when full.
 pub struct DocumentGuard {
     limits: DocumentLimits,
-    cache: Mutex<HashMap<String, Arc<PreparedDocument>>>,
+    cache: Mutex<HashMap<String, Verdict>>,
 }
+
+type Verdict = Result<Arc<PreparedDocument>, Refusal>;
 
 const CACHE_ENTRIES: usize = 512;
 const CACHE_MAX_DOCUMENT: usize = 4096;
@@ -123,19 +128,19 @@ impl DocumentGuard {
         }
     }
 
-    pub fn prepare(&self, query: &str) -> Result<Arc<PreparedDocument>, Refusal> {
-        if let Some(prepared) = lock(&self.cache).get(query) {
-            return Ok(prepared.clone());
+    pub fn prepare(&self, query: &str) -> Verdict {
+        if let Some(verdict) = lock(&self.cache).get(query) {
+            return verdict.clone();
         }
-        let prepared = Arc::new(prepare(query, &self.limits)?);
+        let verdict = prepare(query, &self.limits).map(Arc::new);
         if query.len() <= CACHE_MAX_DOCUMENT {
             let mut cache = lock(&self.cache);
             if cache.len() >= CACHE_ENTRIES {
                 cache.clear();
             }
-            cache.insert(query.to_owned(), prepared.clone());
+            cache.insert(query.to_owned(), verdict.clone());
         }
-        Ok(prepared)
+        verdict
     }
 }
 
@@ -145,8 +150,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Scans, parses and analyses one document.
 pub fn prepare(query: &str, limits: &DocumentLimits) -> Result<PreparedDocument, Refusal> {
-    let nesting = bracket_nesting(query);
-    if nesting > MAX_BRACKET_NESTING {
+    if bracket_nesting(query, MAX_BRACKET_NESTING) > MAX_BRACKET_NESTING {
         return Err(Refusal::invalid(format!(
             "document nested too deeply: more than {MAX_BRACKET_NESTING} levels of brackets"
         )));
@@ -169,9 +173,10 @@ pub fn prepare(query: &str, limits: &DocumentLimits) -> Result<PreparedDocument,
     })
 }
 
-/// The deepest nesting of `{`, `[` and `(` outside strings and comments.
-/// Unbalanced text is scanned all the same (the parser refuses it later).
-pub fn bracket_nesting(text: &str) -> usize {
+/// The deepest nesting of `{`, `[` and `(` outside strings and comments,
+/// or the first depth past `stop_above` (the scan ends there). Unbalanced
+/// text is scanned all the same (the parser refuses it later).
+pub fn bracket_nesting(text: &str, stop_above: usize) -> usize {
     let bytes = text.as_bytes();
     let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
     while i < bytes.len() {
@@ -202,6 +207,9 @@ pub fn bracket_nesting(text: &str) -> usize {
             b'{' | b'[' | b'(' => {
                 depth += 1;
                 deepest = deepest.max(depth);
+                if deepest > stop_above {
+                    return deepest;
+                }
             }
             b'}' | b']' | b')' => depth = depth.saturating_sub(1),
             _ => {}
@@ -221,7 +229,15 @@ struct Cost {
     /// Selection nesting: fields with selections, inline fragments and
     /// spreads, as the engine's recursion limit counts it.
     nesting: usize,
+    /// Every selection the engine's checks visit once expanded: fields,
+    /// inline fragments and spreads alike.
+    visits: u64,
 }
+
+/// Expanded selections allowed per allowed field: inline fragments and
+/// spreads around fields are visited too, but a document that wraps each
+/// field in several of them is not one a client needs.
+const VISITS_PER_FIELD: u64 = 4;
 
 #[derive(Clone, Copy)]
 enum Visit {
@@ -233,14 +249,27 @@ struct Analyzer<'a> {
     doc: &'a ExecutableDocument,
     limits: &'a DocumentLimits,
     costs: HashMap<&'a str, Visit>,
-    root_keys: HashMap<&'a str, Arc<RootKeys<'a>>>,
+    roots: HashMap<&'a str, Arc<RootTally<'a>>>,
 }
 
-/// Distinct response keys at the root, with their field names; stops
-/// growing one past the limit, which is refused anyway.
+/// What a root selection set runs, counted by occurrence: async-graphql
+/// runs every occurrence of a field, even two with one response key.
 #[derive(Default)]
-struct RootKeys<'a> {
-    keys: HashMap<&'a str, &'a str>,
+struct RootTally<'a> {
+    fields: u64,
+    /// signUp, createToken, refreshToken occurrences.
+    attempts: u64,
+    /// Distinct field names, for the metrics label and the introspection
+    /// switch (bounded by the document's size).
+    names: std::collections::BTreeSet<&'a str>,
+}
+
+impl<'a> RootTally<'a> {
+    fn add(&mut self, other: &RootTally<'a>) {
+        self.fields = self.fields.saturating_add(other.fields);
+        self.attempts = self.attempts.saturating_add(other.attempts);
+        self.names.extend(other.names.iter().copied());
+    }
 }
 
 fn analyze(
@@ -251,7 +280,7 @@ fn analyze(
         doc,
         limits,
         costs: HashMap::new(),
-        root_keys: HashMap::new(),
+        roots: HashMap::new(),
     };
     // Every fragment, used or not: the engine's rules visit them all.
     for name in doc.fragments.keys() {
@@ -269,24 +298,18 @@ fn analyze(
         let set = &op.node.selection_set;
         let cost = analyzer.set_cost(set, 0)?;
         analyzer.check(cost, "operation")?;
-        let mut roots = RootKeys::default();
-        analyzer.collect_root_keys(set, &mut roots)?;
-        let root_count = roots.keys.len();
-        if root_count > limits.max_root_fields {
+        let roots = analyzer.root_tally(set);
+        if roots.fields > limits.max_root_fields as u64 {
             return Err(Refusal::invalid(format!(
                 "too many root fields: more than {} per operation, aliases included",
                 limits.max_root_fields
             )));
         }
-        let names: Vec<&str> = roots.keys.values().copied().collect();
+        let names: Vec<&str> = roots.names.iter().copied().collect();
         if !limits.introspection && names.iter().any(|n| matches!(*n, "__schema" | "__type")) {
             return Err(Refusal::invalid("introspection is disabled on this server"));
         }
-        let attempts = names
-            .iter()
-            .filter(|n| CREDENTIAL_MUTATIONS.contains(n))
-            .count();
-        if attempts > 1 {
+        if roots.attempts > 1 {
             return Err(Refusal::invalid(
                 "at most one of signUp, createToken, refreshToken per document",
             ));
@@ -313,7 +336,9 @@ impl<'a> Analyzer<'a> {
                 self.limits.max_depth
             )));
         }
-        if cost.fields > self.limits.max_complexity as u64 {
+        if cost.fields > self.limits.max_complexity as u64
+            || cost.visits > VISITS_PER_FIELD * self.limits.max_complexity as u64
+        {
             return Err(Refusal::invalid(format!(
                 "{what} too complex: more than {} fields once fragments are expanded",
                 self.limits.max_complexity
@@ -341,8 +366,7 @@ impl<'a> Analyzer<'a> {
             )));
         }
         let Some(fragment) = self.doc.fragments.get(name) else {
-            // Unknown fragments are the engine's to report.
-            return Ok(Cost::default());
+            return Err(Refusal::invalid(format!("unknown fragment {name}")));
         };
         let fragment: &'a Positioned<FragmentDefinition> = fragment;
         self.costs.insert(name, Visit::InProgress);
@@ -359,78 +383,89 @@ impl<'a> Analyzer<'a> {
     ) -> Result<Cost, Refusal> {
         let mut total = Cost::default();
         for item in &set.node.items {
-            let (fields, depth, nesting) = match &item.node {
+            let (fields, depth, nesting, visits) = match &item.node {
                 Selection::Field(field) => {
                     let sub = &field.node.selection_set;
                     if sub.node.items.is_empty() {
-                        (1, 1, 0)
+                        (1, 1, 0, 1)
                     } else {
                         let inner = self.set_cost(sub, chain)?;
-                        (1 + inner.fields, 1 + inner.depth, 1 + inner.nesting)
+                        (
+                            1 + inner.fields,
+                            1 + inner.depth,
+                            1 + inner.nesting,
+                            1 + inner.visits,
+                        )
                     }
                 }
                 Selection::InlineFragment(inline) => {
                     let inner = self.set_cost(&inline.node.selection_set, chain)?;
-                    (inner.fields, inner.depth, 1 + inner.nesting)
+                    (
+                        inner.fields,
+                        inner.depth,
+                        1 + inner.nesting,
+                        1 + inner.visits,
+                    )
                 }
                 Selection::FragmentSpread(spread) => {
                     let inner = self.fragment_cost(&spread.node.fragment_name.node, chain + 1)?;
-                    (inner.fields, inner.depth, 1 + inner.nesting)
+                    (
+                        inner.fields,
+                        inner.depth,
+                        1 + inner.nesting,
+                        1 + inner.visits,
+                    )
                 }
             };
             total.fields = total.fields.saturating_add(fields);
             total.depth = total.depth.max(depth);
             total.nesting = total.nesting.max(nesting);
+            total.visits = total.visits.saturating_add(visits);
         }
         Ok(total)
     }
 
-    /// Adds the response keys a root selection set produces, through inline
-    /// fragments and fragment spreads (each fragment's keys computed once).
-    fn collect_root_keys(
-        &mut self,
-        set: &'a Positioned<SelectionSet>,
-        out: &mut RootKeys<'a>,
-    ) -> Result<(), Refusal> {
+    /// What a root selection set runs, through inline fragments and
+    /// fragment spreads (each fragment tallied once; cycles and unknown
+    /// fragments were refused by `fragment_cost`, which ran first).
+    fn root_tally(&mut self, set: &'a Positioned<SelectionSet>) -> RootTally<'a> {
+        let mut tally = RootTally::default();
         for item in &set.node.items {
-            if out.keys.len() > self.limits.max_root_fields {
-                return Ok(());
-            }
             match &item.node {
                 Selection::Field(field) => {
-                    out.keys
-                        .entry(field.node.response_key().node.as_str())
-                        .or_insert(field.node.name.node.as_str());
+                    let name = field.node.name.node.as_str();
+                    tally.fields += 1;
+                    if CREDENTIAL_MUTATIONS.contains(&name) {
+                        tally.attempts += 1;
+                    }
+                    tally.names.insert(name);
                 }
                 Selection::InlineFragment(inline) => {
-                    self.collect_root_keys(&inline.node.selection_set, out)?;
+                    let inner = self.root_tally(&inline.node.selection_set);
+                    tally.add(&inner);
                 }
                 Selection::FragmentSpread(spread) => {
                     let name = spread.node.fragment_name.node.as_str();
-                    let keys = self.fragment_root_keys(name)?;
-                    for (key, field) in &keys.keys {
-                        out.keys.entry(key).or_insert(field);
-                    }
+                    let inner = match self.roots.get(name) {
+                        Some(inner) => inner.clone(),
+                        None => {
+                            let inner = match self.doc.fragments.get(name) {
+                                Some(fragment) => {
+                                    let fragment: &'a Positioned<FragmentDefinition> = fragment;
+                                    self.root_tally(&fragment.node.selection_set)
+                                }
+                                None => RootTally::default(),
+                            };
+                            let inner = Arc::new(inner);
+                            self.roots.insert(name, inner.clone());
+                            inner
+                        }
+                    };
+                    tally.add(&inner);
                 }
             }
         }
-        Ok(())
-    }
-
-    fn fragment_root_keys(&mut self, name: &'a str) -> Result<Arc<RootKeys<'a>>, Refusal> {
-        if let Some(keys) = self.root_keys.get(name) {
-            return Ok(keys.clone());
-        }
-        // Cycles were refused by `fragment_cost`, which ran on every
-        // fragment first, so this recursion ends.
-        let mut keys = RootKeys::default();
-        if let Some(fragment) = self.doc.fragments.get(name) {
-            let fragment: &'a Positioned<FragmentDefinition> = fragment;
-            self.collect_root_keys(&fragment.node.selection_set, &mut keys)?;
-        }
-        let keys = Arc::new(keys);
-        self.root_keys.insert(name, keys.clone());
-        Ok(keys)
+        tally
     }
 }
 
@@ -479,13 +514,21 @@ mod tests {
 
     #[test]
     fn brackets_inside_strings_and_comments_do_not_count() {
-        assert_eq!(bracket_nesting("{ a { b } }"), 2);
-        assert_eq!(bracket_nesting(r#"{ a(x: "[[[[") }"#), 2);
-        assert_eq!(bracket_nesting(r#"{ a(x: "\"[[[") }"#), 2);
-        assert_eq!(bracket_nesting("{ a(x: \"\"\"[[[ \\\"\"\" [[\"\"\") }"), 2);
-        assert_eq!(bracket_nesting("# {{{{\n{ a }"), 1);
+        assert_eq!(bracket_nesting("{ a { b } }", 100), 2);
+        assert_eq!(bracket_nesting(r#"{ a(x: "[[[[") }"#, 100), 2);
+        assert_eq!(bracket_nesting(r#"{ a(x: "\"[[[") }"#, 100), 2);
         assert_eq!(
-            bracket_nesting("}}}{"),
+            bracket_nesting("{ a(x: \"\"\"[[[ \\\"\"\" [[\"\"\") }", 100),
+            2
+        );
+        assert_eq!(bracket_nesting("# {{{{\n{ a }", 100), 1);
+        assert_eq!(
+            bracket_nesting(&"[".repeat(10_000), 64),
+            65,
+            "stops past the limit"
+        );
+        assert_eq!(
+            bracket_nesting("}}}{", 100),
             1,
             "unbalanced text is still scanned"
         );
@@ -559,8 +602,9 @@ mod tests {
         // Unused fragments count too: the engine's rules visit them.
         let unused = doubling_fragments(24).replacen("{ ...F24 }", "{ __typename }", 1);
         assert_eq!(refused(&unused).code, GRAPHQL_VALIDATION_FAILED);
-        // A diamond that stays small passes.
-        assert!(prepare(&doubling_fragments(5), &limits()).is_ok());
+        // A diamond that stays small passes (16 root fields, each run).
+        assert!(prepare(&doubling_fragments(4), &limits()).is_ok());
+        assert!(prepare(&doubling_fragments(5), &limits()).is_err());
     }
 
     #[test]
@@ -594,9 +638,13 @@ mod tests {
         let via_fragment =
             format!("{{ ...A }} fragment A on Query {{ ... on Query {{ {aliases} }} }}");
         assert!(refused(&via_fragment).message.contains("root fields"));
-        // The same response key twice is one field.
-        let same: String = (0..40).map(|_| "me { id } ").collect();
-        assert!(prepare(&format!("{{ {same} }}"), &limits()).is_ok());
+        // async-graphql runs every occurrence, also of one response key.
+        let same: String = (0..21).map(|_| "me { id } ").collect();
+        assert!(refused(&format!("{{ {same} }}"))
+            .message
+            .contains("root fields"));
+        let twenty: String = (0..20).map(|_| "me { id } ").collect();
+        assert!(prepare(&format!("{{ {twenty} }}"), &limits()).is_ok());
     }
 
     #[test]
@@ -615,6 +663,39 @@ mod tests {
             fragment A on Mutation { signUp(input: {username: "a", password: "b"}) { accessToken } }
             fragment B on Mutation { refreshToken(refreshToken: "x") { accessToken } }"#;
         assert!(refused(split).message.contains("at most one"));
+        // One response key, two guesses: both would run.
+        let same_key = r#"mutation {
+            createToken(input: {login: "x", password: "1"}) { accessToken }
+            ... on Mutation { createToken(input: {login: "x", password: "2"}) { accessToken } }
+        }"#;
+        assert!(refused(same_key).message.contains("at most one"));
+        let twice = r#"mutation { ...A ...A }
+            fragment A on Mutation { createToken(input: {login: "x", password: "y"}) { accessToken } }"#;
+        assert!(refused(twice).message.contains("at most one"));
+    }
+
+    #[test]
+    fn unknown_fragments_are_refused_before_the_engine_walks_them() {
+        // Without a known end, every spread costs nothing in the count, yet
+        // the engine's checks would walk 2^30 paths.
+        let mut query = String::from("{ ...F30 }");
+        for i in (1..=30).rev() {
+            query.push_str(&format!(
+                " fragment F{i} on Query {{ ...F{} ...F{} }}",
+                i - 1,
+                i - 1
+            ));
+        }
+        query.push_str(" fragment F0 on Query { ...Missing }");
+        assert!(refused(&query).message.contains("unknown fragment"));
+        // Wrapping fields in many inline fragments is bounded too.
+        let wrapped: String = (0..500)
+            .map(|i| format!("... on Query {{ ... on Query {{ ... on Query {{ ... on Query {{ a{i}: __typename }} }} }} }} "))
+            .collect();
+        assert_eq!(
+            refused(&format!("{{ {wrapped} }}")).code,
+            GRAPHQL_VALIDATION_FAILED
+        );
     }
 
     #[test]
@@ -672,7 +753,7 @@ mod tests {
                     doc: &prepared.document,
                     limits: &limits(),
                     costs: HashMap::new(),
-                    root_keys: HashMap::new(),
+                    roots: HashMap::new(),
                 };
                 let cost = analyzer.fragment_cost("F0", 0).expect("accepted");
                 proptest::prop_assert!(cost.fields <= 500);

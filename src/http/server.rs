@@ -95,8 +95,9 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = connection_service(router.clone(), peer, in_flight.clone());
-        let io = TokioIo::new(ConnectionGuard::new(stream, limits));
+        let active = Arc::new(AtomicUsize::new(0));
+        let service = connection_service(router.clone(), peer, in_flight.clone(), active.clone());
+        let io = TokioIo::new(ConnectionGuard::new(stream, limits, active));
         let connection = graceful.watch(http.serve_connection(io, service));
         connections.spawn(async move {
             if let Err(e) = connection.await {
@@ -108,26 +109,44 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: finishing in-flight requests");
-    // Idle keep-alive connections close now; busy ones after their response.
-    let signalled = graceful.shutdown();
+    let deadline = Instant::now() + limits.shutdown_timeout;
+    // Its first poll sends the signal: idle keep-alive connections close,
+    // busy ones after their response. Fresh and half-sent ones hyper keeps,
+    // so the wait is for requests in flight, not for connections.
+    let all_closed = graceful.shutdown();
+    tokio::pin!(all_closed);
     tokio::select! {
-        () = in_flight.drained() => {}
-        () = tokio::time::sleep(limits.shutdown_timeout) => {
+        biased;
+        () = &mut all_closed => {}
+        () = in_flight.drained() => {
+            // Their responses are handed to hyper: let them be written.
+            let flush = deadline.min(Instant::now() + FLUSH_GRACE);
+            tokio::select! {
+                () = &mut all_closed => {}
+                () = tokio::time::sleep_until(flush) => {}
+            }
+        }
+        () = tokio::time::sleep_until(deadline) => {
             tracing::warn!("shutdown timeout reached; dropping remaining connections");
         }
     }
-    drop(signalled);
     // What is left is idle or half-sent: not worth waiting for.
     connections.shutdown().await;
     Ok(())
 }
 
+/// How long finished responses may take to reach their clients at shutdown.
+const FLUSH_GRACE: Duration = Duration::from_secs(1);
+
 /// The router as a hyper service for one connection: the peer address as
-/// axum's `ConnectInfo`, and every request counted while in flight.
+/// axum's `ConnectInfo`, and every request counted while in flight, in all
+/// and on this connection (`active`, which tells the connection's guard
+/// when it is between requests).
 fn connection_service(
     router: Router,
     peer: SocketAddr,
     in_flight: InFlight,
+    active: Arc<AtomicUsize>,
 ) -> hyper_util::service::TowerToHyperService<
     impl tower::Service<
             Request<Incoming>,
@@ -142,7 +161,9 @@ fn connection_service(
             request
         })
         .map_future(move |response| {
-            let guard = in_flight.enter();
+            // Runs when hyper calls the service, right after it parsed the
+            // head and before it reads any of the body.
+            let guards = (in_flight.enter(), ActiveGuard::enter(&active));
             async move {
                 let response: Result<Response<Body>, _> = response.await;
                 // Counted until hyper has written (and dropped) the body.
@@ -150,7 +171,7 @@ fn connection_service(
                     r.map(|body| {
                         Body::new(Guarded {
                             body,
-                            _guard: guard,
+                            _guards: guards,
                         })
                     })
                 })
@@ -195,10 +216,26 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// A response body that holds an [`InFlightGuard`] until it is dropped.
+/// One request on one connection, counted until its response is written.
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl ActiveGuard {
+    fn enter(active: &Arc<AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::SeqCst);
+        Self(active.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that holds its request's counts until it is dropped.
 struct Guarded {
     body: Body,
-    _guard: InFlightGuard,
+    _guards: (InFlightGuard, ActiveGuard),
 }
 
 impl http_body::Body for Guarded {
@@ -234,15 +271,16 @@ enum Phase {
     Busy,
 }
 
-/// How far a request head has come, byte by byte.
+/// How far a request head has come, byte by byte. Line ends are `\n` or
+/// `\r\n`, and empty lines before the request line are skipped, as hyper's
+/// parser does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct HeadProgress {
-    line_done: bool,
+    request_line_done: bool,
+    /// Bytes of the current line, line end excluded.
     line: usize,
     head: usize,
     headers: usize,
-    /// The last three bytes, to find `\r\n\r\n` across reads.
-    tail: [u8; 3],
 }
 
 /// What one more byte of a head means.
@@ -292,34 +330,32 @@ impl Refusal {
 impl HeadProgress {
     fn push(&mut self, b: u8) -> Step {
         self.head += 1;
-        if self.line_done {
-            if b == b'\n' {
+        if self.head > MAX_HEAD {
+            return Step::Refuse(Refusal::HeadTooLarge);
+        }
+        match b {
+            b'\r' => {}
+            b'\n' if !self.request_line_done => {
+                // Empty lines before the request line are skipped.
+                self.request_line_done = self.line > 0;
+                self.line = 0;
+            }
+            b'\n' if self.line == 0 => return Step::Done,
+            b'\n' => {
                 self.headers += 1;
-                // The blank line that ends the head is not a header.
-                if self.headers > MAX_HEADERS + 1 {
+                self.line = 0;
+                if self.headers > MAX_HEADERS {
                     return Step::Refuse(Refusal::HeadTooLarge);
                 }
             }
-        } else {
-            if b == b'\n' {
-                self.line_done = true;
-            } else {
+            _ => {
                 self.line += 1;
-                if self.line > MAX_REQUEST_LINE {
+                if !self.request_line_done && self.line > MAX_REQUEST_LINE {
                     return Step::Refuse(Refusal::LineTooLong);
                 }
             }
         }
-        if self.head > MAX_HEAD {
-            return Step::Refuse(Refusal::HeadTooLarge);
-        }
-        let end = self.tail == *b"\r\n\r" && b == b'\n';
-        self.tail = [self.tail[1], self.tail[2], b];
-        if end {
-            Step::Done
-        } else {
-            Step::More
-        }
+        Step::More
     }
 }
 
@@ -328,6 +364,8 @@ impl HeadProgress {
 pub struct ConnectionGuard {
     stream: TcpStream,
     limits: ServerLimits,
+    /// Requests of this connection that are being handled or answered.
+    active: Arc<AtomicUsize>,
     phase: Phase,
     /// Deadline of the current phase (none while busy).
     timer: Pin<Box<Sleep>>,
@@ -337,10 +375,11 @@ pub struct ConnectionGuard {
 }
 
 impl ConnectionGuard {
-    fn new(stream: TcpStream, limits: ServerLimits) -> Self {
+    fn new(stream: TcpStream, limits: ServerLimits, active: Arc<AtomicUsize>) -> Self {
         Self {
             stream,
             limits,
+            active,
             phase: Phase::Fresh,
             timer: Box::pin(tokio::time::sleep(limits.header_timeout)),
             refusal: None,
@@ -367,9 +406,9 @@ impl ConnectionGuard {
                     Step::More => {}
                     Step::Done => {
                         // No deadline while the handler works (the body has
-                        // its own); the timer stays armed far away so that
-                        // the waker it holds fires once `on_write` brings
-                        // the idle deadline back.
+                        // its own); the timer stays armed far away, holding
+                        // the task's waker for when `settle` brings the idle
+                        // deadline back.
                         self.phase = Phase::Busy;
                         self.timer.as_mut().reset(Instant::now() + BUSY);
                     }
@@ -404,16 +443,15 @@ impl ConnectionGuard {
         self.poll_refusal(cx)
     }
 
-    /// A response is being written: the next byte read starts a new request.
-    fn on_write(&mut self, first: &[u8]) {
-        // `100 Continue` is not the response: the body is still to come.
-        if first.is_empty() || first.starts_with(b"HTTP/1.1 1") {
-            return;
+    /// A busy connection whose requests are all answered waits for the
+    /// next one: from now on, the idle deadline.
+    fn settle(&mut self) {
+        if self.phase == Phase::Busy && self.active.load(Ordering::SeqCst) == 0 {
+            self.phase = Phase::Idle;
+            self.timer
+                .as_mut()
+                .reset(Instant::now() + self.limits.idle_timeout);
         }
-        self.phase = Phase::Idle;
-        self.timer
-            .as_mut()
-            .reset(Instant::now() + self.limits.idle_timeout);
     }
 }
 
@@ -427,6 +465,7 @@ impl AsyncRead for ConnectionGuard {
         if this.refusal.is_some() || this.closed {
             return this.poll_refusal(cx);
         }
+        this.settle();
         let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -463,9 +502,7 @@ impl AsyncWrite for ConnectionGuard {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.on_write(buf);
-        Pin::new(&mut this.stream).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -473,11 +510,7 @@ impl AsyncWrite for ConnectionGuard {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-            this.on_write(first);
-        }
-        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -513,6 +546,19 @@ mod tests {
         assert_eq!(feed(&mut p, b"GET / HTTP/1.1\r\nHost: x\r"), Step::More);
         assert_eq!(feed(&mut p, b"\n\r"), Step::More);
         assert_eq!(feed(&mut p, b"\n"), Step::Done);
+    }
+
+    #[test]
+    fn empty_lines_before_a_request_and_bare_line_feeds_are_understood() {
+        // Hyper skips empty lines before the request line: so do we, and the
+        // head deadline keeps running meanwhile.
+        let mut p = HeadProgress::default();
+        assert_eq!(feed(&mut p, b"\r\n\r\n\n"), Step::More);
+        assert_eq!(feed(&mut p, b"GET / HTTP/1.1\nHost: x\n"), Step::More);
+        assert_eq!(feed(&mut p, b"\n"), Step::Done);
+        let mut p = HeadProgress::default();
+        let many = b"\r\n".repeat(MAX_HEAD);
+        assert_eq!(feed(&mut p, &many), Step::Refuse(Refusal::HeadTooLarge));
     }
 
     #[test]

@@ -77,7 +77,6 @@ pub struct AccountService {
     refresh_grace: Duration,
     session_max_lifetime: Duration,
     cleanup_every: u64,
-    audit_retention: Duration,
     sessions_opened: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -89,8 +88,6 @@ pub struct AccountSettings {
     pub session_max_lifetime: Duration,
     pub throttle: Throttle,
     pub cleanup_every: u64,
-    /// How long audit rows are kept before cleanup may delete them.
-    pub audit_retention: Duration,
 }
 
 /// Revoked sessions and stale counters are kept this long before cleanup.
@@ -117,7 +114,6 @@ impl AccountService {
             refresh_grace: settings.refresh_grace,
             session_max_lifetime: settings.session_max_lifetime,
             cleanup_every: settings.cleanup_every,
-            audit_retention: settings.audit_retention,
             sessions_opened: AtomicU64::new(0),
             metrics,
         }
@@ -489,15 +485,12 @@ impl AccountService {
             return;
         }
         let store = self.store.clone();
-        let audit_retention =
-            chrono::Duration::from_std(self.audit_retention).unwrap_or(chrono::Duration::MAX);
         tokio::spawn(async move {
             let now = Utc::now();
             let cutoffs = CleanupCutoffs {
                 now,
                 revoked_before: now - RETENTION,
                 stale_before: now - RETENTION,
-                events_before: now.checked_sub_signed(audit_retention).unwrap_or_default(),
                 batch: CLEANUP_BATCH,
             };
             match store.cleanup(&cutoffs).await {

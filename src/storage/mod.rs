@@ -292,8 +292,6 @@ pub struct CleanupCutoffs {
     pub revoked_before: DateTime<Utc>,
     /// Counters and streaks untouched since before this.
     pub stale_before: DateTime<Utc>,
-    /// Audit rows older than this (the retention period).
-    pub events_before: DateTime<Utc>,
     /// Rows of each kind deleted at most.
     pub batch: i64,
 }
@@ -393,7 +391,8 @@ pub trait Store: Send + Sync + 'static {
     async fn record_refusal(&self, refusal: &Refusal) -> Result<(), StoreError>;
     /// Deletes at most `batch` rows of each kind: expired sessions, revoked
     /// ones past a day, expired refresh tokens, stale counters, audit rows
-    /// past their retention.
+    /// past the retention stored in settings (by the database's clock, as
+    /// its delete trigger judges them).
     async fn cleanup(&self, cutoffs: &CleanupCutoffs) -> Result<Cleanup, StoreError>;
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;

@@ -577,23 +577,18 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
         policy: &LoginPolicy,
     ) -> Result<LoginDecision, StoreError> {
-        // The row must exist to be locked: concurrent first attempts then
-        // queue on it instead of both reading "no streak".
+        // One statement creates the row if needed and locks it: concurrent
+        // attempts (first ones included) queue here, and nothing can delete
+        // the row between finding and locking it.
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO login_failures (key, failures, updated_at) VALUES ($1, 0, $2)
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
         let (failures, blocked_until, updated_at): (i32, Option<DateTime<Utc>>, DateTime<Utc>) =
             sqlx::query_as(
-                "SELECT failures, blocked_until, updated_at FROM login_failures
-                 WHERE key = $1 FOR UPDATE",
+                "INSERT INTO login_failures (key, failures, updated_at) VALUES ($1, 0, $2)
+                 ON CONFLICT (key) DO UPDATE SET key = excluded.key
+                 RETURNING failures, blocked_until, updated_at",
             )
             .bind(key)
+            .bind(now)
             .fetch_one(&mut *tx)
             .await?;
         let stored = LoginStreak {
@@ -662,7 +657,6 @@ impl Store for PostgresStore {
             now,
             revoked_before,
             stale_before,
-            events_before,
             batch,
         } = *cutoffs;
         let sessions = sqlx::query(
@@ -702,11 +696,15 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
+        // The cutoff is the trigger's own (database clock, stored
+        // retention), a second younger, so no row of a batch is refused.
         let events = sqlx::query(
             "DELETE FROM security_events WHERE id IN (SELECT id FROM security_events
-             WHERE at < $1 ORDER BY at LIMIT $2)",
+             WHERE at < now() - interval '1 second' - GREATEST(86400000,
+                   (SELECT value::bigint FROM settings WHERE key = 'audit_retention_ms'))
+                   * interval '1 millisecond'
+             ORDER BY at LIMIT $1)",
         )
-        .bind(events_before)
         .bind(batch)
         .execute(&self.pool)
         .await?

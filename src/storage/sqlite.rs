@@ -762,7 +762,6 @@ impl Store for SqliteStore {
             now,
             revoked_before,
             stale_before,
-            events_before,
             batch,
         } = *cutoffs;
         let sessions = sqlx::query(
@@ -802,11 +801,15 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
+        // The cutoff is the trigger's own (database clock, stored
+        // retention), a second younger, so no row of a batch is refused.
         let events = sqlx::query(
             "DELETE FROM security_events WHERE id IN (SELECT id FROM security_events
-             WHERE at < ?1 ORDER BY at LIMIT ?2)",
+             WHERE at < CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - 1000
+                 - MAX(86400000, (SELECT CAST(value AS INTEGER) FROM settings
+                                  WHERE key = 'audit_retention_ms'))
+             ORDER BY at LIMIT ?1)",
         )
-        .bind(millis(events_before))
         .bind(batch)
         .execute(&self.pool)
         .await?

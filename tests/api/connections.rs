@@ -152,3 +152,90 @@ async fn over_long_request_lines_and_heads_get_json_errors() {
     // Ordinary requests on new connections are unaffected.
     assert!(app.gql("{ __typename }", serde_json::json!({})).await["errors"].is_null());
 }
+
+#[tokio::test]
+async fn empty_lines_before_a_request_still_have_a_deadline() {
+    let app = spawn_with(Backend::Sqlite, |c| {
+        c.http.header_timeout = Duration::from_millis(500);
+    })
+    .await;
+    // Hyper skips empty lines before a request line; they must not count
+    // as a finished head (that would disable every deadline).
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    stream.write_all(b"\r\n\r\n").await.expect("write");
+    let (answer, waited) = read_until_closed(&mut stream).await;
+    json_error(&answer, 408);
+    assert!(waited < Duration::from_secs(20));
+    // And a request after them is served.
+    let (status, body) = raw_http(
+        app.addr,
+        b"\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn pipelined_and_continued_requests_are_answered_intact() {
+    let app = spawn_with(Backend::Sqlite, |c| {
+        c.http.idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let body = r#"{"query":"{ __typename }"}"#;
+    let post = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Two requests in one write, bare line feeds in the second.
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    let pipelined = format!("{post}GET /healthz HTTP/1.1\nHost: x\n\n");
+    stream.write_all(pipelined.as_bytes()).await.expect("write");
+    let (answer, _) = read_until_closed(&mut stream).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert!(text.contains(r#""__typename":"Query""#), "{text}");
+    // Expect: 100-continue within the limit: 100, then the answer, then the
+    // connection is idle again (and closed after the idle timeout).
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let mut buf = [0u8; 256];
+    let n = stream.read(&mut buf).await.expect("read");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    stream.write_all(body.as_bytes()).await.expect("body");
+    let (answer, _) = read_until_closed(&mut stream).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("Query"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_kept_alive_connections_after_their_responses() {
+    let mut app = spawn_app(Backend::Sqlite).await;
+    let mut stream = TcpStream::connect(app.addr).await.expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let started = Instant::now();
+    app.stop().await;
+    let (rest, _) = read_until_closed(&mut stream).await;
+    assert!(rest.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
