@@ -242,6 +242,25 @@ pub struct SecurityEvent {
     pub detail: Option<String>,
 }
 
+impl SecurityEvent {
+    /// The event a state change of `user_id` records, at `at` from `client_addr`.
+    pub fn of(
+        kind: EventKind,
+        at: DateTime<Utc>,
+        user_id: i64,
+        client_addr: &str,
+        detail: Option<&str>,
+    ) -> Self {
+        Self {
+            at,
+            kind,
+            user_id: Some(user_id),
+            client_addr: Some(client_addr.to_owned()),
+            detail: detail.map(str::to_owned),
+        }
+    }
+}
+
 /// A refused request, counted in the one row of its kind, client bucket,
 /// detail and window (so a flood of refusals writes one row, not thousands).
 #[derive(Debug, Clone)]

@@ -134,23 +134,6 @@ async fn insert_event(tx: &mut PgConnection, event: &SecurityEvent) -> Result<()
     Ok(())
 }
 
-/// The event a state change records, at `at` from `client_addr`.
-fn event(
-    kind: EventKind,
-    at: DateTime<Utc>,
-    user_id: i64,
-    client_addr: &str,
-    detail: Option<&str>,
-) -> SecurityEvent {
-    SecurityEvent {
-        at,
-        kind,
-        user_id: Some(user_id),
-        client_addr: Some(client_addr.to_owned()),
-        detail: detail.map(str::to_owned),
-    }
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -257,7 +240,7 @@ impl Store for PostgresStore {
         insert_session(&mut tx, account.session, id).await?;
         insert_event(
             &mut tx,
-            &event(EventKind::SignUp, now, id, &account.client_addr, None),
+            &SecurityEvent::of(EventKind::SignUp, now, id, &account.client_addr, None),
         )
         .await?;
         tx.commit().await?;
@@ -383,7 +366,7 @@ impl Store for PostgresStore {
         .rows_affected();
         insert_event(
             &mut tx,
-            &event(
+            &SecurityEvent::of(
                 EventKind::SignOutEverywhere,
                 now,
                 user_id,
@@ -412,7 +395,7 @@ impl Store for PostgresStore {
         insert_session(&mut tx, session, session.user_id).await?;
         insert_event(
             &mut tx,
-            &event(
+            &SecurityEvent::of(
                 EventKind::SignIn,
                 session.created_at,
                 session.user_id,
@@ -520,7 +503,7 @@ impl Store for PostgresStore {
         if let Some((kind, user_id, detail)) = outcome.event() {
             insert_event(
                 &mut tx,
-                &event(kind, r.now, user_id, &r.client_addr, detail),
+                &SecurityEvent::of(kind, r.now, user_id, &r.client_addr, detail),
             )
             .await?;
         }
@@ -547,7 +530,7 @@ impl Store for PostgresStore {
         if let Some(user_id) = user_id {
             insert_event(
                 &mut tx,
-                &event(EventKind::Revoke, now, user_id, client_addr, None),
+                &SecurityEvent::of(EventKind::Revoke, now, user_id, client_addr, None),
             )
             .await?;
         }

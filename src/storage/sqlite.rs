@@ -232,23 +232,6 @@ async fn insert_event(tx: &mut SqliteConnection, event: &SecurityEvent) -> Resul
     Ok(())
 }
 
-/// The event a state change records, at `at` from `client_addr`.
-fn event(
-    kind: EventKind,
-    at: DateTime<Utc>,
-    user_id: i64,
-    client_addr: &str,
-    detail: Option<&str>,
-) -> SecurityEvent {
-    SecurityEvent {
-        at,
-        kind,
-        user_id: Some(user_id),
-        client_addr: Some(client_addr.to_owned()),
-        detail: detail.map(str::to_owned),
-    }
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -366,7 +349,7 @@ impl Store for SqliteStore {
         insert_session(&mut tx, account.session, id).await?;
         insert_event(
             &mut tx,
-            &event(EventKind::SignUp, now, id, &account.client_addr, None),
+            &SecurityEvent::of(EventKind::SignUp, now, id, &account.client_addr, None),
         )
         .await?;
         tx.commit().await?;
@@ -491,7 +474,7 @@ impl Store for SqliteStore {
         .rows_affected();
         insert_event(
             &mut tx,
-            &event(
+            &SecurityEvent::of(
                 EventKind::SignOutEverywhere,
                 now,
                 user_id,
@@ -526,7 +509,7 @@ impl Store for SqliteStore {
         insert_session(&mut tx, session, session.user_id).await?;
         insert_event(
             &mut tx,
-            &event(
+            &SecurityEvent::of(
                 EventKind::SignIn,
                 session.created_at,
                 session.user_id,
@@ -621,7 +604,7 @@ impl Store for SqliteStore {
         if let Some((kind, user_id, detail)) = outcome.event() {
             insert_event(
                 &mut tx,
-                &event(kind, r.now, user_id, &r.client_addr, detail),
+                &SecurityEvent::of(kind, r.now, user_id, &r.client_addr, detail),
             )
             .await?;
         }
@@ -652,7 +635,7 @@ impl Store for SqliteStore {
         if let Some((user_id,)) = user {
             insert_event(
                 &mut tx,
-                &event(EventKind::Revoke, now, user_id, client_addr, None),
+                &SecurityEvent::of(EventKind::Revoke, now, user_id, client_addr, None),
             )
             .await?;
         }
@@ -728,17 +711,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO security_events (at, kind, user_id, client_addr, detail) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(millis(event.at))
-        .bind(event.kind.name())
-        .bind(event.user_id)
-        .bind(&event.client_addr)
-        .bind(&event.detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_event(&mut *self.pool.acquire().await?, event).await
     }
 
     async fn record_refusal(&self, refusal: &Refusal) -> Result<(), StoreError> {

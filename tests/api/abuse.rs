@@ -396,15 +396,7 @@ async fn a_full_hashing_queue_refuses_at_once_and_serves_others(backend: Backend
         .collect();
     assert!(!shed.is_empty(), "{answers:?}");
     assert!(shed.iter().all(|(_, retry)| retry.as_u64() == Some(1)));
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("authql_password_hash_shed_total{reason=\"client_share\"}"),
         "{metrics}"
@@ -439,15 +431,7 @@ async fn hashes_whose_caller_hung_up_are_skipped(backend: Backend) {
     // ones are counted.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = app.metrics().await;
         if metrics.contains("authql_password_hash_shed_total{reason=\"caller_gone\"}") {
             break;
         }

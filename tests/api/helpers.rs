@@ -233,6 +233,18 @@ impl TestApp {
             .expect("JSON body")
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     pub async fn sign_up(&self, username: &str) -> Value {
         self.sign_up_with(json!({ "username": username, "password": PASSWORD }))
             .await

@@ -325,15 +325,7 @@ async fn security_events_are_recorded_append_only(backend: Backend) {
         .await
         .is_err());
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("authql_security_events_total{kind=\"sign_in_failed\"} 2"),
         "{metrics}"
