@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod client;
 pub mod password;
+pub mod rotation;
 pub mod sign_in;
 pub mod sign_up;
 pub mod throttle;

@@ -13,6 +13,7 @@ use super::throttle::{Action, LoginSubject, Throttle};
 use crate::auth::tokens::{is_well_formed_refresh_token, refresh_token_hash, TokenRejected};
 use crate::auth::{PasswordHasher, TokenService, Verified};
 use crate::domain::audit::EventKind;
+use crate::domain::rotation::RotationPolicy;
 use crate::domain::{has_control_chars, match_key, Client, SignInForm, SignUpForm, SignUpRules};
 use crate::error::{AuthError, FieldCode, FieldError};
 use crate::metrics::Metrics;
@@ -295,9 +296,11 @@ impl AccountService {
             presented_hash: refresh_token_hash(refresh_token),
             successor_hash: refresh_token_hash(&successor),
             now,
-            successor_expires_at: now + self.refresh_ttl,
-            max_lifetime: self.session_max_lifetime,
-            grace: self.refresh_grace,
+            policy: RotationPolicy {
+                refresh_ttl: self.refresh_ttl,
+                max_lifetime: self.session_max_lifetime,
+                grace: self.refresh_grace,
+            },
             client_addr: client.addr.to_string(),
         };
         let outcome = self.store.rotate_refresh_token(&rotation).await?;

@@ -11,13 +11,14 @@ mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::DatabaseConfig;
 use crate::domain::audit::EventKind;
+pub use crate::domain::rotation::RotationOutcome;
+use crate::domain::rotation::RotationPolicy;
 use crate::domain::throttle::{LoginDecision, LoginPolicy};
 use crate::domain::NewUser;
 
@@ -193,42 +194,9 @@ pub struct Rotation {
     /// presented token, so a replay inside the grace window maps to it again.
     pub successor_hash: Vec<u8>,
     pub now: DateTime<Utc>,
-    /// Expiry of the successor, before the session's absolute cap.
-    pub successor_expires_at: DateTime<Utc>,
-    /// No session lives longer than this from its sign-in, however often it
-    /// rotates; the successor's expiry is capped to it.
-    pub max_lifetime: Duration,
-    pub grace: Duration,
+    pub policy: RotationPolicy,
     /// Recorded with the outcome's security event, in the same transaction.
     pub client_addr: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RotationOutcome {
-    /// The presented token was current: it is consumed, the successor stored.
-    Rotated { user_id: i64, session_id: String },
-    /// The presented token was consumed moments ago (inside the grace window)
-    /// and its successor is still unused: answer with that same successor.
-    Replayed { user_id: i64, session_id: String },
-    /// A consumed token came back: the whole family is now revoked.
-    ReuseDetected { user_id: i64, session_id: String },
-    /// Unknown, expired, or of a revoked family.
-    Invalid,
-}
-
-impl RotationOutcome {
-    /// The security event an outcome is recorded as (none for an invalid token).
-    pub fn event(&self) -> Option<(EventKind, i64, Option<&str>)> {
-        match self {
-            Self::Rotated { user_id, .. } => Some((EventKind::Refresh, *user_id, None)),
-            Self::Replayed { user_id, .. } => Some((EventKind::RefreshReplayed, *user_id, None)),
-            Self::ReuseDetected {
-                user_id,
-                session_id,
-            } => Some((EventKind::ReuseDetected, *user_id, Some(session_id))),
-            Self::Invalid => None,
-        }
-    }
 }
 
 /// One entry of the append-only audit trail. Never a password or token.
@@ -376,8 +344,9 @@ pub trait Store: Send + Sync + 'static {
     /// Opens a signed-in session and records the `sign_in` event, in one
     /// transaction.
     async fn create_session(&self, sign_in: &NewSignIn<'_>) -> Result<(), StoreError>;
-    /// Consumes a refresh token and stores its successor, atomically, with
-    /// the outcome's security event.
+    /// Reads the token's state under the backend's lock, decides with
+    /// [`crate::domain::rotation::plan_rotation`] and carries the plan out,
+    /// with the outcome's security event, in one transaction.
     async fn rotate_refresh_token(
         &self,
         rotation: &Rotation,

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::config::DatabaseConfig;
 use crate::domain::audit::EventKind;
+use crate::domain::rotation::{plan_rotation, RotationPlan, TokenState};
 use crate::domain::throttle::{plan_login_attempt, LoginDecision, LoginPolicy, LoginStreak};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -415,37 +416,64 @@ impl Store for PostgresStore {
                 .bind(&r.presented_hash)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some(session_id) = session_id else {
-            return Ok(RotationOutcome::Invalid);
-        };
         // Lock the family first, then read the token's state afresh: a
         // concurrent rotation of the same token waits here and then sees it
         // consumed.
-        let (user_id, revoked_at, created_at): (i64, Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(
-            "SELECT user_id, revoked_at, created_at FROM sessions WHERE id = $1::uuid FOR UPDATE",
-        )
-        .bind(&session_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if revoked_at.is_some() {
-            return Ok(RotationOutcome::Invalid);
-        }
-        let (consumed_at, expires_at): (Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(
-            "SELECT consumed_at, expires_at FROM refresh_tokens WHERE token_hash = $1",
-        )
-        .bind(&r.presented_hash)
-        .fetch_one(&mut *tx)
-        .await?;
-        let absolute_end = chrono::Duration::from_std(r.max_lifetime)
-            .ok()
-            .and_then(|max| created_at.checked_add_signed(max))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let successor_expires_at = r.successor_expires_at.min(absolute_end);
-        let outcome = match consumed_at {
-            None if expires_at <= r.now || successor_expires_at <= r.now => {
-                RotationOutcome::Invalid
+        let state: Option<TokenState> = match session_id {
+            None => None,
+            Some(session_id) => {
+                sqlx::query("SELECT 1 FROM sessions WHERE id = $1::uuid FOR UPDATE")
+                    .bind(&session_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let row: (
+                    i64,
+                    DateTime<Utc>,
+                    bool,
+                    DateTime<Utc>,
+                    Option<DateTime<Utc>>,
+                    bool,
+                ) = sqlx::query_as(
+                    "SELECT s.user_id, s.created_at, s.revoked_at IS NOT NULL,
+                                t.expires_at, t.consumed_at,
+                                EXISTS (SELECT 1 FROM refresh_tokens n WHERE n.token_hash = $2
+                                        AND n.session_id = t.session_id AND n.consumed_at IS NULL)
+                         FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                         WHERE t.token_hash = $1",
+                )
+                .bind(&r.presented_hash)
+                .bind(&r.successor_hash)
+                .fetch_one(&mut *tx)
+                .await?;
+                let (
+                    user_id,
+                    session_created_at,
+                    session_revoked,
+                    expires_at,
+                    consumed_at,
+                    successor_unused,
+                ) = row;
+                Some(TokenState {
+                    user_id,
+                    session_id,
+                    session_created_at,
+                    session_revoked,
+                    expires_at,
+                    consumed_at,
+                    successor_unused,
+                })
             }
-            None => {
+        };
+        let plan = plan_rotation(state.as_ref(), r.now, &r.policy);
+        let outcome = plan.outcome(state.as_ref());
+        let Some(state) = state else {
+            return Ok(outcome);
+        };
+        match plan {
+            RotationPlan::Invalid | RotationPlan::Replay => {}
+            RotationPlan::Rotate {
+                successor_expires_at,
+            } => {
                 sqlx::query("UPDATE refresh_tokens SET consumed_at = $1 WHERE token_hash = $2")
                     .bind(r.now)
                     .bind(&r.presented_hash)
@@ -456,50 +484,24 @@ impl Store for PostgresStore {
                      VALUES ($1, $2::uuid, $3)",
                 )
                 .bind(&r.successor_hash)
-                .bind(&session_id)
+                .bind(&state.session_id)
                 .bind(successor_expires_at)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2::uuid")
                     .bind(successor_expires_at)
-                    .bind(&session_id)
+                    .bind(&state.session_id)
                     .execute(&mut *tx)
                     .await?;
-                RotationOutcome::Rotated {
-                    user_id,
-                    session_id,
-                }
             }
-            Some(consumed_at) => {
-                let successor_unused: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM refresh_tokens
-                     WHERE token_hash = $1 AND session_id = $2::uuid AND consumed_at IS NULL)",
-                )
-                .bind(&r.successor_hash)
-                .bind(&session_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                // Another instance's clock may run ahead: a negative age is "just now".
-                let age = (r.now - consumed_at).to_std().unwrap_or_default();
-                let in_grace = age < r.grace;
-                if in_grace && successor_unused {
-                    RotationOutcome::Replayed {
-                        user_id,
-                        session_id,
-                    }
-                } else {
-                    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2::uuid")
-                        .bind(r.now)
-                        .bind(&session_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    RotationOutcome::ReuseDetected {
-                        user_id,
-                        session_id,
-                    }
-                }
+            RotationPlan::RevokeFamily => {
+                sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2::uuid")
+                    .bind(r.now)
+                    .bind(&state.session_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
-        };
+        }
         if let Some((kind, user_id, detail)) = outcome.event() {
             insert_event(
                 &mut tx,

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::config::DatabaseConfig;
 use crate::domain::audit::EventKind;
+use crate::domain::rotation::{plan_rotation, RotationPlan, TokenState};
 use crate::domain::throttle::{plan_login_attempt, LoginDecision, LoginPolicy, LoginStreak};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -165,10 +166,26 @@ struct CredentialsRow {
 struct TokenStateRow {
     session_id: String,
     user_id: i64,
-    consumed_at: Option<i64>,
-    expires_at: i64,
-    revoked_at: Option<i64>,
     session_created_at: i64,
+    session_revoked: bool,
+    expires_at: i64,
+    consumed_at: Option<i64>,
+    successor_unused: bool,
+}
+
+impl TryFrom<TokenStateRow> for TokenState {
+    type Error = StoreError;
+    fn try_from(r: TokenStateRow) -> Result<Self, StoreError> {
+        Ok(TokenState {
+            user_id: r.user_id,
+            session_id: r.session_id,
+            session_created_at: from_millis(r.session_created_at)?,
+            session_revoked: r.session_revoked,
+            expires_at: from_millis(r.expires_at)?,
+            consumed_at: r.consumed_at.map(from_millis).transpose()?,
+            successor_unused: r.successor_unused,
+        })
+    }
 }
 
 /// Inserts a session and its first refresh token inside `tx`.
@@ -523,35 +540,35 @@ impl Store for SqliteStore {
     }
 
     async fn rotate_refresh_token(&self, r: &Rotation) -> Result<RotationOutcome, StoreError> {
-        let now = millis(r.now);
         let mut conn = self.pool.acquire().await?;
+        // BEGIN IMMEDIATE takes the write lock before the read.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let state: Option<TokenStateRow> = sqlx::query_as(
-            "SELECT t.session_id, s.user_id, t.consumed_at, t.expires_at, s.revoked_at,
-                    s.created_at AS session_created_at
+        let row: Option<TokenStateRow> = sqlx::query_as(
+            "SELECT t.session_id, s.user_id, s.created_at AS session_created_at,
+                    s.revoked_at IS NOT NULL AS session_revoked, t.expires_at, t.consumed_at,
+                    EXISTS (SELECT 1 FROM refresh_tokens n WHERE n.token_hash = ?2
+                            AND n.session_id = t.session_id AND n.consumed_at IS NULL)
+                        AS successor_unused
              FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-             WHERE t.token_hash = ?",
+             WHERE t.token_hash = ?1",
         )
         .bind(&r.presented_hash)
+        .bind(&r.successor_hash)
         .fetch_optional(&mut *tx)
         .await?;
+        let state = row.map(TokenState::try_from).transpose()?;
+        let plan = plan_rotation(state.as_ref(), r.now, &r.policy);
+        let outcome = plan.outcome(state.as_ref());
         let Some(state) = state else {
-            return Ok(RotationOutcome::Invalid);
+            return Ok(outcome);
         };
-        let (user_id, session_id) = (state.user_id, state.session_id);
-        if state.revoked_at.is_some() {
-            return Ok(RotationOutcome::Invalid);
-        }
-        let max_lifetime = i64::try_from(r.max_lifetime.as_millis()).unwrap_or(i64::MAX);
-        let successor_expires_at = millis(r.successor_expires_at)
-            .min(state.session_created_at.saturating_add(max_lifetime));
-        let outcome = match state.consumed_at {
-            None if state.expires_at <= now || successor_expires_at <= now => {
-                RotationOutcome::Invalid
-            }
-            None => {
+        match plan {
+            RotationPlan::Invalid | RotationPlan::Replay => {}
+            RotationPlan::Rotate {
+                successor_expires_at,
+            } => {
                 sqlx::query("UPDATE refresh_tokens SET consumed_at = ? WHERE token_hash = ?")
-                    .bind(now)
+                    .bind(millis(r.now))
                     .bind(&r.presented_hash)
                     .execute(&mut *tx)
                     .await?;
@@ -559,48 +576,24 @@ impl Store for SqliteStore {
                     "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
                 )
                 .bind(&r.successor_hash)
-                .bind(&session_id)
-                .bind(successor_expires_at)
+                .bind(&state.session_id)
+                .bind(millis(successor_expires_at))
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query("UPDATE sessions SET expires_at = ? WHERE id = ?")
-                    .bind(successor_expires_at)
-                    .bind(&session_id)
+                    .bind(millis(successor_expires_at))
+                    .bind(&state.session_id)
                     .execute(&mut *tx)
                     .await?;
-                RotationOutcome::Rotated {
-                    user_id,
-                    session_id,
-                }
             }
-            Some(consumed_at) => {
-                let grace_ms = i64::try_from(r.grace.as_millis()).unwrap_or(i64::MAX);
-                let successor_unused: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM refresh_tokens
-                     WHERE token_hash = ? AND session_id = ? AND consumed_at IS NULL)",
-                )
-                .bind(&r.successor_hash)
-                .bind(&session_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                if now - consumed_at < grace_ms && successor_unused {
-                    RotationOutcome::Replayed {
-                        user_id,
-                        session_id,
-                    }
-                } else {
-                    sqlx::query("UPDATE sessions SET revoked_at = ? WHERE id = ?")
-                        .bind(now)
-                        .bind(&session_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    RotationOutcome::ReuseDetected {
-                        user_id,
-                        session_id,
-                    }
-                }
+            RotationPlan::RevokeFamily => {
+                sqlx::query("UPDATE sessions SET revoked_at = ? WHERE id = ?")
+                    .bind(millis(r.now))
+                    .bind(&state.session_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
-        };
+        }
         if let Some((kind, user_id, detail)) = outcome.event() {
             insert_event(
                 &mut tx,
@@ -609,7 +602,7 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
-        if matches!(outcome, RotationOutcome::ReuseDetected { .. }) {
+        if plan == RotationPlan::RevokeFamily {
             make_durable(&mut conn).await?;
         }
         Ok(outcome)
