@@ -4,6 +4,7 @@
 //! Validation collects every broken rule of a form (API.md: "every problem is
 //! reported in one response") instead of stopping at the first.
 
+pub mod account;
 pub mod audit;
 pub mod client;
 pub mod password;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_graphql::dataloader::Loader;
 use async_graphql::ErrorExtensions as _;
 
-use super::types::Car;
+use crate::domain::account::Car;
 use crate::service::AccountService;
 
 pub struct CarLoader {
@@ -32,7 +32,7 @@ impl Loader<i64> for CarLoader {
             .map_err(|e| e.extend())?;
         let mut by_user: HashMap<i64, Vec<Car>> = HashMap::new();
         for car in cars {
-            by_user.entry(car.user_id).or_default().push(car.into());
+            by_user.entry(car.user_id).or_default().push(car);
         }
         Ok(by_user)
     }

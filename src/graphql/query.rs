@@ -15,17 +15,11 @@ impl Query {
         let accounts = ctx.data::<Arc<AccountService>>()?;
         let viewer = ctx.data_opt::<Viewer>().unwrap_or(&Viewer::Anonymous);
         // Asked for cars too: one query for both instead of two round trips.
-        if ctx.look_ahead().field("cars").exists() {
-            let (user, cars) = accounts
-                .me_with_cars(viewer)
-                .await
-                .map_err(|e| e.extend())?;
-            return Ok(User::with_cars(user, cars));
-        }
-        accounts
-            .me(viewer)
+        let with_cars = ctx.look_ahead().field("cars").exists();
+        let (user, cars) = accounts
+            .me(viewer, with_cars)
             .await
-            .map(User::from)
-            .map_err(|e| e.extend())
+            .map_err(|e| e.extend())?;
+        Ok(User::new(user, cars))
     }
 }

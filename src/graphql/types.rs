@@ -8,9 +8,9 @@ use async_graphql::{
 use chrono::{SecondsFormat, Utc};
 
 use super::loaders::CarLoader;
+use crate::domain::account;
 use crate::domain::{CarForm, Password, SignUpForm};
 use crate::service::SignedIn;
-use crate::storage::{CarRecord, UserRecord};
 
 /// An RFC 3339 timestamp in UTC, e.g. "2026-11-22T01:17:51Z".
 pub struct DateTime(pub chrono::DateTime<Utc>);
@@ -66,12 +66,14 @@ impl User {
             return Ok(cars.clone());
         }
         let loader = ctx.data::<async_graphql::dataloader::DataLoader<CarLoader>>()?;
-        Ok(loader.load_one(self.key).await?.unwrap_or_default())
+        let cars = loader.load_one(self.key).await?.unwrap_or_default();
+        Ok(cars.into_iter().map(Car::from).collect())
     }
 }
 
-impl From<UserRecord> for User {
-    fn from(u: UserRecord) -> Self {
+impl User {
+    /// The user, with their cars when they were read with it.
+    pub fn new(u: account::User, cars: Option<Vec<account::Car>>) -> Self {
         User {
             id: ID(u.id.to_string()),
             username: u.username,
@@ -82,16 +84,7 @@ impl From<UserRecord> for User {
             second_name: u.second_name,
             created_at: DateTime(u.created_at),
             key: u.id,
-            cars: None,
-        }
-    }
-}
-
-impl User {
-    pub fn with_cars(user: UserRecord, cars: Vec<CarRecord>) -> Self {
-        User {
-            cars: Some(cars.into_iter().map(Car::from).collect()),
-            ..User::from(user)
+            cars: cars.map(|cars| cars.into_iter().map(Car::from).collect()),
         }
     }
 }
@@ -109,8 +102,8 @@ pub struct Car {
     pub vin: Option<String>,
 }
 
-impl From<CarRecord> for Car {
-    fn from(c: CarRecord) -> Self {
+impl From<account::Car> for Car {
+    fn from(c: account::Car) -> Self {
         Car {
             id: ID(c.id.to_string()),
             brand: c.brand,
@@ -144,10 +137,7 @@ impl From<SignedIn> for AuthPayload {
             refresh_token: s.refresh_token,
             token_type: "Bearer".to_owned(),
             expires_in: i32::try_from(s.expires_in.as_secs()).unwrap_or(i32::MAX),
-            user: match s.cars {
-                Some(cars) => User::with_cars(s.user, cars),
-                None => s.user.into(),
-            },
+            user: User::new(s.user, s.cars),
         }
     }
 }

@@ -12,14 +12,15 @@ use super::audit::Audit;
 use super::throttle::{Action, LoginSubject, Throttle};
 use crate::auth::tokens::{is_well_formed_refresh_token, refresh_token_hash, TokenRejected};
 use crate::auth::{PasswordHasher, TokenService, Verified};
+use crate::domain::account::{Car, User};
 use crate::domain::audit::EventKind;
 use crate::domain::rotation::RotationPolicy;
 use crate::domain::{has_control_chars, match_key, Client, SignInForm, SignUpForm, SignUpRules};
 use crate::error::{AuthError, FieldCode, FieldError};
 use crate::metrics::Metrics;
 use crate::storage::{
-    CarRecord, CleanupCutoffs, NewAccount, NewSession, NewSignIn, Rotation, RotationOutcome, Store,
-    StoreError, Taken, UserRecord,
+    CleanupCutoffs, NewAccount, NewSession, NewSignIn, Rotation, RotationOutcome, Store,
+    StoreError, Taken,
 };
 
 impl From<StoreError> for AuthError {
@@ -62,9 +63,9 @@ pub struct SignedIn {
     pub access_token: String,
     pub refresh_token: String,
     pub expires_in: Duration,
-    pub user: UserRecord,
+    pub user: User,
     /// The user's cars when they are at hand already (sign-up).
-    pub cars: Option<Vec<CarRecord>>,
+    pub cars: Option<Vec<Car>>,
 }
 
 pub struct AccountService {
@@ -333,9 +334,9 @@ impl AccountService {
             }
             RotationOutcome::Invalid => return Err(AuthError::InvalidRefreshToken),
         };
-        let user = self
+        let (user, _) = self
             .store
-            .session_user(user_id, &session_id, now)
+            .session_user(user_id, &session_id, now, false)
             .await?
             .ok_or(AuthError::InvalidRefreshToken)?;
         Ok(SignedIn {
@@ -397,25 +398,17 @@ impl AccountService {
         }
     }
 
-    /// The signed-in user. A revoked session (sign-out, reuse detection,
-    /// sign-out everywhere) ends its access tokens at once.
-    pub async fn me(&self, viewer: &Viewer) -> Result<UserRecord, AuthError> {
-        let (user_id, session_id, issued_at) = viewer.session()?;
-        self.store
-            .session_user(user_id, session_id, issued_at)
-            .await?
-            .ok_or(AuthError::Unauthenticated)
-    }
-
-    /// [`Self::me`] with the user's cars, read in the same round trip (the
-    /// common shape of a `me` query).
-    pub async fn me_with_cars(
+    /// The signed-in user, with their cars when asked (in the same round
+    /// trip). A revoked session (sign-out, reuse detection, sign-out
+    /// everywhere) ends its access tokens at once.
+    pub async fn me(
         &self,
         viewer: &Viewer,
-    ) -> Result<(UserRecord, Vec<CarRecord>), AuthError> {
+        with_cars: bool,
+    ) -> Result<(User, Option<Vec<Car>>), AuthError> {
         let (user_id, session_id, issued_at) = viewer.session()?;
         self.store
-            .session_user_with_cars(user_id, session_id, issued_at)
+            .session_user(user_id, session_id, issued_at, with_cars)
             .await?
             .ok_or(AuthError::Unauthenticated)
     }
@@ -427,7 +420,7 @@ impl AccountService {
         viewer: &Viewer,
         client: &Client,
     ) -> Result<u64, AuthError> {
-        let user = self.me(viewer).await?;
+        let (user, _) = self.me(viewer, false).await?;
         // Whole seconds, as `iat` is: a token issued later in this second
         // must not be refused (older ones die with their revoked sessions).
         let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_default();
@@ -440,11 +433,11 @@ impl AccountService {
         Ok(revoked)
     }
 
-    pub async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<CarRecord>, AuthError> {
+    pub async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<Car>, AuthError> {
         Ok(self.store.cars_of_users(user_ids).await?)
     }
 
-    async fn open_session(&self, user: UserRecord, client: &Client) -> Result<SignedIn, AuthError> {
+    async fn open_session(&self, user: User, client: &Client) -> Result<SignedIn, AuthError> {
         let (refresh_token, session) = self.new_session(user.id, Utc::now());
         self.store
             .create_session(&NewSignIn {

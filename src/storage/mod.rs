@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::DatabaseConfig;
+use crate::domain::account::{Car, User};
 use crate::domain::audit::EventKind;
 pub use crate::domain::rotation::RotationOutcome;
 use crate::domain::rotation::RotationPolicy;
@@ -52,20 +53,9 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRecord {
-    pub id: i64,
-    pub username: String,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub name: Option<String>,
-    pub surname: Option<String>,
-    pub second_name: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct CarRecord {
+/// A car row (`cars_of_users`).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct CarRow {
     pub id: i64,
     pub user_id: i64,
     pub brand: String,
@@ -74,6 +64,21 @@ pub struct CarRecord {
     pub color: Option<String>,
     pub license_plate: Option<String>,
     pub vin: Option<String>,
+}
+
+impl From<CarRow> for Car {
+    fn from(r: CarRow) -> Self {
+        Car {
+            id: r.id,
+            user_id: r.user_id,
+            brand: r.brand,
+            model: r.model,
+            year: r.year,
+            color: r.color,
+            license_plate: r.license_plate,
+            vin: r.vin,
+        }
+    }
 }
 
 /// One row of a user joined with their cars (car columns NULL when none).
@@ -89,8 +94,8 @@ pub(crate) struct CarColumns {
 }
 
 impl CarColumns {
-    pub(crate) fn into_car(self, user_id: i64) -> Option<CarRecord> {
-        Some(CarRecord {
+    pub(crate) fn into_car(self, user_id: i64) -> Option<Car> {
+        Some(Car {
             id: self.car_id?,
             user_id,
             brand: self.brand?,
@@ -105,15 +110,11 @@ impl CarColumns {
 
 /// The inserted cars as records, in the order given, from the `(position,
 /// id)` pairs an `INSERT ... RETURNING` answered (in no promised order).
-pub(crate) fn cars_in_order(
-    user_id: i64,
-    user: &NewUser,
-    mut ids: Vec<(i64, i64)>,
-) -> Vec<CarRecord> {
+pub(crate) fn cars_in_order(user_id: i64, user: &NewUser, mut ids: Vec<(i64, i64)>) -> Vec<Car> {
     ids.sort_unstable();
     ids.into_iter()
         .zip(&user.cars)
-        .map(|((_, id), car)| CarRecord {
+        .map(|((_, id), car)| Car {
             id,
             user_id,
             brand: car.brand.clone(),
@@ -126,14 +127,22 @@ pub(crate) fn cars_in_order(
         .collect()
 }
 
-/// The columns [`CarColumns`] reads, for a `LEFT JOIN cars c`. Macros so
-/// that queries built with `concat!` stay static SQL.
+/// The columns [`CarColumns`] reads, for a `LEFT JOIN cars c`, and the same
+/// columns as NULLs when no cars are asked for. Macros so that queries built
+/// with `concat!` stay static SQL.
 macro_rules! car_join_columns {
     () => {
         "c.id AS car_id, c.brand, c.model, c.year, c.color, c.license_plate, c.vin"
     };
 }
 pub(crate) use car_join_columns;
+macro_rules! no_car_columns {
+    () => {
+        "NULL AS car_id, NULL AS brand, NULL AS model, NULL AS year, NULL AS color,
+         NULL AS license_plate, NULL AS vin"
+    };
+}
+pub(crate) use no_car_columns;
 
 /// The user columns of `users u`, in the order the backends' rows read them.
 macro_rules! user_columns {
@@ -146,7 +155,7 @@ pub(crate) use user_columns;
 /// A user with the stored PHC string, for sign-in only.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    pub user: UserRecord,
+    pub user: User,
     pub password_hash: String,
 }
 
@@ -306,29 +315,21 @@ pub trait Store: Send + Sync + 'static {
     /// session with its refresh token, and the `sign_up` security event.
     /// Returns the user and the cars in their order.
     /// [`StoreError::Conflict`] when the username or e-mail is taken.
-    async fn insert_user(
-        &self,
-        account: &NewAccount<'_>,
-    ) -> Result<(UserRecord, Vec<CarRecord>), StoreError>;
+    async fn insert_user(&self, account: &NewAccount<'_>) -> Result<(User, Vec<Car>), StoreError>;
     /// The user whose username or e-mail has this login key (one namespace,
     /// so at most one user).
     async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError>;
     async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> Result<(), StoreError>;
     /// The user, if the session is theirs and not revoked, and the token was
-    /// issued no earlier than the user's "tokens valid after" time.
+    /// issued no earlier than the user's "tokens valid after" time; with
+    /// their cars (in their order) when asked, in the same round trip.
     async fn session_user(
         &self,
         user_id: i64,
         session_id: &str,
         issued_at: DateTime<Utc>,
-    ) -> Result<Option<UserRecord>, StoreError>;
-    /// [`Store::session_user`] and the user's cars, in one round trip.
-    async fn session_user_with_cars(
-        &self,
-        user_id: i64,
-        session_id: &str,
-        issued_at: DateTime<Utc>,
-    ) -> Result<Option<(UserRecord, Vec<CarRecord>)>, StoreError>;
+        with_cars: bool,
+    ) -> Result<Option<(User, Option<Vec<Car>>)>, StoreError>;
     /// Revokes every live session of the user and refuses their access tokens
     /// issued before `now`, with the `sign_out_everywhere` event. Returns how
     /// many sessions were live.
@@ -339,7 +340,7 @@ pub trait Store: Send + Sync + 'static {
         client_addr: &str,
     ) -> Result<u64, StoreError>;
     /// Cars of these users, in each user's original order.
-    async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<CarRecord>, StoreError>;
+    async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<Car>, StoreError>;
 
     /// Opens a signed-in session and records the `sign_in` event, in one
     /// transaction.

@@ -14,11 +14,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder};
 
 use super::{
-    car_join_columns, cars_in_order, user_columns, CarColumns, CarRecord, Cleanup, CleanupCutoffs,
-    Credentials, NewAccount, NewSession, NewSignIn, Refusal, Rotation, RotationOutcome,
-    SecurityEvent, Store, StoreError, StoredKey, Taken, UserRecord,
+    car_join_columns, cars_in_order, no_car_columns, user_columns, CarColumns, CarRow, Cleanup,
+    CleanupCutoffs, Credentials, NewAccount, NewSession, NewSignIn, Refusal, Rotation,
+    RotationOutcome, SecurityEvent, Store, StoreError, StoredKey, Taken,
 };
 use crate::config::DatabaseConfig;
+use crate::domain::account::{Car, User};
 use crate::domain::audit::EventKind;
 use crate::domain::rotation::{plan_rotation, RotationPlan, TokenState};
 use crate::domain::throttle::{plan_login_attempt, LoginDecision, LoginPolicy, LoginStreak};
@@ -59,9 +60,9 @@ struct UserRow {
     created_at: DateTime<Utc>,
 }
 
-impl From<UserRow> for UserRecord {
+impl From<UserRow> for User {
     fn from(r: UserRow) -> Self {
-        UserRecord {
+        User {
             id: r.id,
             username: r.username,
             email: r.email,
@@ -190,10 +191,7 @@ impl Store for PostgresStore {
         Ok(Taken { username, email })
     }
 
-    async fn insert_user(
-        &self,
-        account: &NewAccount<'_>,
-    ) -> Result<(UserRecord, Vec<CarRecord>), StoreError> {
+    async fn insert_user(&self, account: &NewAccount<'_>) -> Result<(User, Vec<Car>), StoreError> {
         let (user, now) = (account.user, micros(account.now));
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
@@ -245,7 +243,7 @@ impl Store for PostgresStore {
         )
         .await?;
         tx.commit().await?;
-        let record = UserRecord {
+        let record = User {
             id,
             username: user.username.clone(),
             email: user.email.clone(),
@@ -288,60 +286,48 @@ impl Store for PostgresStore {
         user_id: i64,
         session_id: &str,
         issued_at: DateTime<Utc>,
-    ) -> Result<Option<UserRecord>, StoreError> {
-        let Ok(session_id) = uuid::Uuid::parse_str(session_id) else {
-            return Ok(None);
-        };
-        let row: Option<UserRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users u JOIN sessions s ON s.user_id = u.id
-             WHERE u.id = $1 AND s.id = $2::uuid AND s.revoked_at IS NULL
-               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= $3)"
-        ))
-        .bind(user_id)
-        .bind(session_id.to_string())
-        .bind(issued_at)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(Into::into))
-    }
-
-    async fn session_user_with_cars(
-        &self,
-        user_id: i64,
-        session_id: &str,
-        issued_at: DateTime<Utc>,
-    ) -> Result<Option<(UserRecord, Vec<CarRecord>)>, StoreError> {
-        let Ok(session_id) = uuid::Uuid::parse_str(session_id) else {
-            return Ok(None);
-        };
-        let rows: Vec<UserWithCarRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            user_columns!(),
-            ", ",
-            car_join_columns!(),
-            " FROM users u
-             JOIN sessions s ON s.user_id = u.id
+        with_cars: bool,
+    ) -> Result<Option<(User, Option<Vec<Car>>)>, StoreError> {
+        let sql = if with_cars {
+            concat!(
+                "SELECT ",
+                user_columns!(),
+                ", ",
+                car_join_columns!(),
+                " FROM users u JOIN sessions s ON s.user_id = u.id
              LEFT JOIN cars c ON c.user_id = u.id
              WHERE u.id = $1 AND s.id = $2::uuid AND s.revoked_at IS NULL
                AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= $3)
              ORDER BY c.position"
-        ))
-        .bind(user_id)
-        .bind(session_id.to_string())
-        .bind(issued_at)
-        .fetch_all(&self.pool)
-        .await?;
+            )
+        } else {
+            concat!(
+                "SELECT ",
+                user_columns!(),
+                ", ",
+                no_car_columns!(),
+                " FROM users u JOIN sessions s ON s.user_id = u.id
+             WHERE u.id = $1 AND s.id = $2::uuid AND s.revoked_at IS NULL
+               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= $3)"
+            )
+        };
+        let rows: Vec<UserWithCarRow> = sqlx::query_as(sql)
+            .bind(user_id)
+            .bind(session_id)
+            .bind(issued_at)
+            .fetch_all(&self.pool)
+            .await?;
         let mut rows = rows.into_iter();
         let Some(first) = rows.next() else {
             return Ok(None);
         };
-        let user: UserRecord = first.user.into();
-        let cars = std::iter::once(first.car)
-            .chain(rows.map(|r| r.car))
-            .filter_map(|c| c.into_car(user.id))
-            .collect();
+        let user: User = first.user.into();
+        let cars = with_cars.then(|| {
+            std::iter::once(first.car)
+                .chain(rows.map(|r| r.car))
+                .filter_map(|c| c.into_car(user.id))
+                .collect()
+        });
         Ok(Some((user, cars)))
     }
 
@@ -380,14 +366,15 @@ impl Store for PostgresStore {
         Ok(revoked)
     }
 
-    async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<CarRecord>, StoreError> {
-        Ok(sqlx::query_as(
+    async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<Car>, StoreError> {
+        let rows: Vec<CarRow> = sqlx::query_as(
             "SELECT id, user_id, brand, model, year, color, license_plate, vin FROM cars
              WHERE user_id = ANY($1) ORDER BY user_id, position",
         )
         .bind(user_ids)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(rows.into_iter().map(Car::from).collect())
     }
 
     async fn create_session(&self, sign_in: &NewSignIn<'_>) -> Result<(), StoreError> {

@@ -17,11 +17,12 @@ use sqlx::sqlite::{
 use sqlx::{Connection as _, FromRow, QueryBuilder, Sqlite, SqliteConnection};
 
 use super::{
-    car_join_columns, cars_in_order, user_columns, CarColumns, CarRecord, Cleanup, CleanupCutoffs,
-    Credentials, NewAccount, NewSession, NewSignIn, Refusal, Rotation, RotationOutcome,
-    SecurityEvent, Store, StoreError, StoredKey, Taken, UserRecord,
+    car_join_columns, cars_in_order, no_car_columns, user_columns, CarColumns, CarRow, Cleanup,
+    CleanupCutoffs, Credentials, NewAccount, NewSession, NewSignIn, Refusal, Rotation,
+    RotationOutcome, SecurityEvent, Store, StoreError, StoredKey, Taken,
 };
 use crate::config::DatabaseConfig;
+use crate::domain::account::{Car, User};
 use crate::domain::audit::EventKind;
 use crate::domain::rotation::{plan_rotation, RotationPlan, TokenState};
 use crate::domain::throttle::{plan_login_attempt, LoginDecision, LoginPolicy, LoginStreak};
@@ -131,10 +132,10 @@ struct UserRow {
     created_at: i64,
 }
 
-impl TryFrom<UserRow> for UserRecord {
+impl TryFrom<UserRow> for User {
     type Error = StoreError;
     fn try_from(r: UserRow) -> Result<Self, StoreError> {
-        Ok(UserRecord {
+        Ok(User {
             id: r.id,
             username: r.username,
             email: r.email,
@@ -315,10 +316,7 @@ impl Store for SqliteStore {
         Ok(Taken { username, email })
     }
 
-    async fn insert_user(
-        &self,
-        account: &NewAccount<'_>,
-    ) -> Result<(UserRecord, Vec<CarRecord>), StoreError> {
+    async fn insert_user(&self, account: &NewAccount<'_>) -> Result<(User, Vec<Car>), StoreError> {
         let (user, now) = (account.user, account.now);
         let mut tx = self.pool.begin().await?;
         let (id,): (i64,) = sqlx::query_as(
@@ -370,7 +368,7 @@ impl Store for SqliteStore {
         )
         .await?;
         tx.commit().await?;
-        let record = UserRecord {
+        let record = User {
             id,
             username: user.username.clone(),
             email: user.email.clone(),
@@ -417,54 +415,48 @@ impl Store for SqliteStore {
         user_id: i64,
         session_id: &str,
         issued_at: DateTime<Utc>,
-    ) -> Result<Option<UserRecord>, StoreError> {
-        let row: Option<UserRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users u JOIN sessions s ON s.user_id = u.id
-             WHERE u.id = ? AND s.id = ? AND s.revoked_at IS NULL
-               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= ?)"
-        ))
-        .bind(user_id)
-        .bind(session_id)
-        .bind(millis(issued_at))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(TryInto::try_into).transpose()
-    }
-
-    async fn session_user_with_cars(
-        &self,
-        user_id: i64,
-        session_id: &str,
-        issued_at: DateTime<Utc>,
-    ) -> Result<Option<(UserRecord, Vec<CarRecord>)>, StoreError> {
-        let rows: Vec<UserWithCarRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            user_columns!(),
-            ", ",
-            car_join_columns!(),
-            " FROM users u
-             JOIN sessions s ON s.user_id = u.id
+        with_cars: bool,
+    ) -> Result<Option<(User, Option<Vec<Car>>)>, StoreError> {
+        let sql = if with_cars {
+            concat!(
+                "SELECT ",
+                user_columns!(),
+                ", ",
+                car_join_columns!(),
+                " FROM users u JOIN sessions s ON s.user_id = u.id
              LEFT JOIN cars c ON c.user_id = u.id
-             WHERE u.id = ? AND s.id = ? AND s.revoked_at IS NULL
-               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= ?)
+             WHERE u.id = ?1 AND s.id = ?2 AND s.revoked_at IS NULL
+               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= ?3)
              ORDER BY c.position"
-        ))
-        .bind(user_id)
-        .bind(session_id)
-        .bind(millis(issued_at))
-        .fetch_all(&self.pool)
-        .await?;
+            )
+        } else {
+            concat!(
+                "SELECT ",
+                user_columns!(),
+                ", ",
+                no_car_columns!(),
+                " FROM users u JOIN sessions s ON s.user_id = u.id
+             WHERE u.id = ?1 AND s.id = ?2 AND s.revoked_at IS NULL
+               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= ?3)"
+            )
+        };
+        let rows: Vec<UserWithCarRow> = sqlx::query_as(sql)
+            .bind(user_id)
+            .bind(session_id)
+            .bind(millis(issued_at))
+            .fetch_all(&self.pool)
+            .await?;
         let mut rows = rows.into_iter();
         let Some(first) = rows.next() else {
             return Ok(None);
         };
-        let user: UserRecord = first.user.try_into()?;
-        let cars = std::iter::once(first.car)
-            .chain(rows.map(|r| r.car))
-            .filter_map(|c| c.into_car(user.id))
-            .collect();
+        let user: User = first.user.try_into()?;
+        let cars = with_cars.then(|| {
+            std::iter::once(first.car)
+                .chain(rows.map(|r| r.car))
+                .filter_map(|c| c.into_car(user.id))
+                .collect()
+        });
         Ok(Some((user, cars)))
     }
 
@@ -505,7 +497,7 @@ impl Store for SqliteStore {
         Ok(revoked)
     }
 
-    async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<CarRecord>, StoreError> {
+    async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<Car>, StoreError> {
         if user_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -517,7 +509,8 @@ impl Store for SqliteStore {
             ids.push_bind(*id);
         }
         query.push(") ORDER BY user_id, position");
-        Ok(query.build_query_as().fetch_all(&self.pool).await?)
+        let rows: Vec<CarRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(Car::from).collect())
     }
 
     async fn create_session(&self, sign_in: &NewSignIn<'_>) -> Result<(), StoreError> {
