@@ -8,7 +8,9 @@
 //! inside one method here.
 
 mod postgres;
+mod rows;
 mod sqlite;
+mod types;
 
 use std::sync::Arc;
 
@@ -25,6 +27,7 @@ use crate::domain::NewUser;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub(crate) use types::{SessionId, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,61 +56,6 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// A car row (`cars_of_users`).
-#[derive(Debug, sqlx::FromRow)]
-pub(crate) struct CarRow {
-    pub id: i64,
-    pub user_id: i64,
-    pub brand: String,
-    pub model: String,
-    pub year: Option<i32>,
-    pub color: Option<String>,
-    pub license_plate: Option<String>,
-    pub vin: Option<String>,
-}
-
-impl From<CarRow> for Car {
-    fn from(r: CarRow) -> Self {
-        Car {
-            id: r.id,
-            user_id: r.user_id,
-            brand: r.brand,
-            model: r.model,
-            year: r.year,
-            color: r.color,
-            license_plate: r.license_plate,
-            vin: r.vin,
-        }
-    }
-}
-
-/// One row of a user joined with their cars (car columns NULL when none).
-#[derive(Debug, sqlx::FromRow)]
-pub(crate) struct CarColumns {
-    pub car_id: Option<i64>,
-    pub brand: Option<String>,
-    pub model: Option<String>,
-    pub year: Option<i32>,
-    pub color: Option<String>,
-    pub license_plate: Option<String>,
-    pub vin: Option<String>,
-}
-
-impl CarColumns {
-    pub(crate) fn into_car(self, user_id: i64) -> Option<Car> {
-        Some(Car {
-            id: self.car_id?,
-            user_id,
-            brand: self.brand?,
-            model: self.model?,
-            year: self.year,
-            color: self.color,
-            license_plate: self.license_plate,
-            vin: self.vin,
-        })
-    }
-}
-
 /// The inserted cars as records, in the order given, from the `(position,
 /// id)` pairs an `INSERT ... RETURNING` answered (in no promised order).
 pub(crate) fn cars_in_order(user_id: i64, user: &NewUser, mut ids: Vec<(i64, i64)>) -> Vec<Car> {
@@ -127,7 +75,7 @@ pub(crate) fn cars_in_order(user_id: i64, user: &NewUser, mut ids: Vec<(i64, i64
         .collect()
 }
 
-/// The columns [`CarColumns`] reads, for a `LEFT JOIN cars c`, and the same
+/// The columns [`rows::CarColumns`] reads, for a `LEFT JOIN cars c`, and the same
 /// columns as NULLs when no cars are asked for. Macros so that queries built
 /// with `concat!` stay static SQL.
 macro_rules! car_join_columns {

@@ -11,12 +11,15 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 
+use super::rows::{
+    token_state_query, CarRow, CredentialsRow, KeyRow, StreakRow, TokenStateRow, UserWithCarRow,
+};
 use super::{
-    car_join_columns, cars_in_order, no_car_columns, user_columns, CarColumns, CarRow, Cleanup,
-    CleanupCutoffs, Credentials, NewAccount, NewSession, NewSignIn, Refusal, Rotation,
-    RotationOutcome, SecurityEvent, Store, StoreError, StoredKey, Taken,
+    car_join_columns, cars_in_order, no_car_columns, user_columns, Cleanup, CleanupCutoffs,
+    Credentials, NewAccount, NewSession, NewSignIn, Refusal, Rotation, RotationOutcome,
+    SecurityEvent, SessionId, Store, StoreError, StoredKey, Taken,
 };
 use crate::config::DatabaseConfig;
 use crate::domain::account::{Car, User};
@@ -48,48 +51,6 @@ impl PostgresStore {
     }
 }
 
-#[derive(FromRow)]
-struct UserRow {
-    id: i64,
-    username: String,
-    email: Option<String>,
-    phone: Option<String>,
-    name: Option<String>,
-    surname: Option<String>,
-    second_name: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-impl From<UserRow> for User {
-    fn from(r: UserRow) -> Self {
-        User {
-            id: r.id,
-            username: r.username,
-            email: r.email,
-            phone: r.phone,
-            name: r.name,
-            surname: r.surname,
-            second_name: r.second_name,
-            created_at: r.created_at,
-        }
-    }
-}
-
-#[derive(FromRow)]
-struct UserWithCarRow {
-    #[sqlx(flatten)]
-    user: UserRow,
-    #[sqlx(flatten)]
-    car: CarColumns,
-}
-
-#[derive(FromRow)]
-struct CredentialsRow {
-    #[sqlx(flatten)]
-    user: UserRow,
-    password_hash: String,
-}
-
 /// PostgreSQL keeps microseconds; what we return equals what a read returns.
 fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
@@ -102,19 +63,19 @@ async fn insert_session(
     user_id: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1::uuid, $2, $3, $4)",
+        "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
     )
-    .bind(&session.id)
+    .bind(SessionId(session.id.clone()))
     .bind(user_id)
     .bind(session.created_at)
     .bind(session.expires_at)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2::uuid, $3)",
+        "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
     )
     .bind(&session.token_hash)
-    .bind(&session.id)
+    .bind(SessionId(session.id.clone()))
     .bind(session.expires_at)
     .execute(&mut *tx)
     .await?;
@@ -296,7 +257,7 @@ impl Store for PostgresStore {
                 car_join_columns!(),
                 " FROM users u JOIN sessions s ON s.user_id = u.id
              LEFT JOIN cars c ON c.user_id = u.id
-             WHERE u.id = $1 AND s.id = $2::uuid AND s.revoked_at IS NULL
+             WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL
                AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= $3)
              ORDER BY c.position"
             )
@@ -307,13 +268,13 @@ impl Store for PostgresStore {
                 ", ",
                 no_car_columns!(),
                 " FROM users u JOIN sessions s ON s.user_id = u.id
-             WHERE u.id = $1 AND s.id = $2::uuid AND s.revoked_at IS NULL
+             WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL
                AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= $3)"
             )
         };
         let rows: Vec<UserWithCarRow> = sqlx::query_as(sql)
             .bind(user_id)
-            .bind(session_id)
+            .bind(SessionId(session_id.to_owned()))
             .bind(issued_at)
             .fetch_all(&self.pool)
             .await?;
@@ -398,8 +359,8 @@ impl Store for PostgresStore {
 
     async fn rotate_refresh_token(&self, r: &Rotation) -> Result<RotationOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let session_id: Option<String> =
-            sqlx::query_scalar("SELECT session_id::text FROM refresh_tokens WHERE token_hash = $1")
+        let session_id: Option<SessionId> =
+            sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE token_hash = $1")
                 .bind(&r.presented_hash)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -409,46 +370,16 @@ impl Store for PostgresStore {
         let state: Option<TokenState> = match session_id {
             None => None,
             Some(session_id) => {
-                sqlx::query("SELECT 1 FROM sessions WHERE id = $1::uuid FOR UPDATE")
-                    .bind(&session_id)
+                sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE")
+                    .bind(session_id)
                     .execute(&mut *tx)
                     .await?;
-                let row: (
-                    i64,
-                    DateTime<Utc>,
-                    bool,
-                    DateTime<Utc>,
-                    Option<DateTime<Utc>>,
-                    bool,
-                ) = sqlx::query_as(
-                    "SELECT s.user_id, s.created_at, s.revoked_at IS NOT NULL,
-                                t.expires_at, t.consumed_at,
-                                EXISTS (SELECT 1 FROM refresh_tokens n WHERE n.token_hash = $2
-                                        AND n.session_id = t.session_id AND n.consumed_at IS NULL)
-                         FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-                         WHERE t.token_hash = $1",
-                )
-                .bind(&r.presented_hash)
-                .bind(&r.successor_hash)
-                .fetch_one(&mut *tx)
-                .await?;
-                let (
-                    user_id,
-                    session_created_at,
-                    session_revoked,
-                    expires_at,
-                    consumed_at,
-                    successor_unused,
-                ) = row;
-                Some(TokenState {
-                    user_id,
-                    session_id,
-                    session_created_at,
-                    session_revoked,
-                    expires_at,
-                    consumed_at,
-                    successor_unused,
-                })
+                let row: TokenStateRow = sqlx::query_as(token_state_query!())
+                    .bind(&r.presented_hash)
+                    .bind(&r.successor_hash)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                Some(row.into())
             }
         };
         let plan = plan_rotation(state.as_ref(), r.now, &r.policy);
@@ -468,23 +399,23 @@ impl Store for PostgresStore {
                     .await?;
                 sqlx::query(
                     "INSERT INTO refresh_tokens (token_hash, session_id, expires_at)
-                     VALUES ($1, $2::uuid, $3)",
+                     VALUES ($1, $2, $3)",
                 )
                 .bind(&r.successor_hash)
-                .bind(&state.session_id)
+                .bind(SessionId(state.session_id.clone()))
                 .bind(successor_expires_at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2::uuid")
+                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
                     .bind(successor_expires_at)
-                    .bind(&state.session_id)
+                    .bind(SessionId(state.session_id.clone()))
                     .execute(&mut *tx)
                     .await?;
             }
             RotationPlan::RevokeFamily => {
-                sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2::uuid")
+                sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2")
                     .bind(r.now)
-                    .bind(&state.session_id)
+                    .bind(SessionId(state.session_id.clone()))
                     .execute(&mut *tx)
                     .await?;
             }
@@ -528,7 +459,7 @@ impl Store for PostgresStore {
     }
 
     async fn count_hit(&self, key: &str, window_start: DateTime<Utc>) -> Result<i64, StoreError> {
-        let hits: i32 = sqlx::query_scalar(
+        let hits: i64 = sqlx::query_scalar(
             "INSERT INTO rate_limits (key, window_start, hits) VALUES ($1, $2, 1)
              ON CONFLICT (key) DO UPDATE SET
                  hits = CASE WHEN rate_limits.window_start = excluded.window_start
@@ -540,7 +471,7 @@ impl Store for PostgresStore {
         .bind(window_start)
         .fetch_one(&self.pool)
         .await?;
-        Ok(hits.into())
+        Ok(hits)
     }
 
     async fn reserve_login_attempt(
@@ -553,21 +484,16 @@ impl Store for PostgresStore {
         // attempts (first ones included) queue here, and nothing can delete
         // the row between finding and locking it.
         let mut tx = self.pool.begin().await?;
-        let (failures, blocked_until, updated_at): (i32, Option<DateTime<Utc>>, DateTime<Utc>) =
-            sqlx::query_as(
-                "INSERT INTO login_failures (key, failures, updated_at) VALUES ($1, 0, $2)
-                 ON CONFLICT (key) DO UPDATE SET key = excluded.key
-                 RETURNING failures, blocked_until, updated_at",
-            )
-            .bind(key)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-        let stored = LoginStreak {
-            failures: failures.into(),
-            blocked_until,
-            updated_at,
-        };
+        let stored: LoginStreak = sqlx::query_as::<_, StreakRow>(
+            "INSERT INTO login_failures (key, failures, updated_at) VALUES ($1, 0, $2)
+             ON CONFLICT (key) DO UPDATE SET key = excluded.key
+             RETURNING failures, blocked_until, updated_at",
+        )
+        .bind(key)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .into();
         let decision = plan_login_attempt(Some(&stored), now, policy);
         if let LoginDecision::Admit(streak) = decision {
             sqlx::query(
@@ -575,7 +501,7 @@ impl Store for PostgresStore {
                  WHERE key = $1",
             )
             .bind(key)
-            .bind(i32::try_from(streak.failures).unwrap_or(i32::MAX))
+            .bind(streak.failures)
             .bind(streak.blocked_until)
             .bind(streak.updated_at)
             .execute(&mut *tx)
@@ -690,20 +616,12 @@ impl Store for PostgresStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
+        let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT kid, algorithm, material, created_at FROM signing_keys ORDER BY created_at, kid",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(kid, algorithm, material, created_at)| StoredKey {
-                kid,
-                algorithm,
-                material,
-                created_at,
-            })
-            .collect())
+        Ok(rows.into_iter().map(StoredKey::from).collect())
     }
 
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {

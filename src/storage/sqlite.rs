@@ -14,12 +14,15 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection as _, FromRow, QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{Connection as _, QueryBuilder, Sqlite, SqliteConnection};
 
+use super::rows::{
+    token_state_query, CarRow, CredentialsRow, KeyRow, StreakRow, TokenStateRow, UserWithCarRow,
+};
 use super::{
-    car_join_columns, cars_in_order, no_car_columns, user_columns, CarColumns, CarRow, Cleanup,
-    CleanupCutoffs, Credentials, NewAccount, NewSession, NewSignIn, Refusal, Rotation,
-    RotationOutcome, SecurityEvent, Store, StoreError, StoredKey, Taken,
+    car_join_columns, cars_in_order, no_car_columns, user_columns, Cleanup, CleanupCutoffs,
+    Credentials, NewAccount, NewSession, NewSignIn, Refusal, Rotation, RotationOutcome,
+    SecurityEvent, Store, StoreError, StoredKey, Taken, Timestamp,
 };
 use crate::config::DatabaseConfig;
 use crate::domain::account::{Car, User};
@@ -81,15 +84,6 @@ fn display(path: &Path) -> String {
     path.display().to_string()
 }
 
-fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| StoreError::Corrupt(format!("bad timestamp {ms}")))
-}
-
 /// Creates a missing database file (and folder) readable by its owner
 /// only: it holds password hashes and the signing keys. SQLite gives its
 /// `-wal` and `-shm` files the same permissions.
@@ -120,94 +114,29 @@ fn create_private(file: &Path) -> anyhow::Result<()> {
     }
 }
 
-#[derive(FromRow)]
-struct UserRow {
-    id: i64,
-    username: String,
-    email: Option<String>,
-    phone: Option<String>,
-    name: Option<String>,
-    surname: Option<String>,
-    second_name: Option<String>,
-    created_at: i64,
-}
-
-impl TryFrom<UserRow> for User {
-    type Error = StoreError;
-    fn try_from(r: UserRow) -> Result<Self, StoreError> {
-        Ok(User {
-            id: r.id,
-            username: r.username,
-            email: r.email,
-            phone: r.phone,
-            name: r.name,
-            surname: r.surname,
-            second_name: r.second_name,
-            created_at: from_millis(r.created_at)?,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct UserWithCarRow {
-    #[sqlx(flatten)]
-    user: UserRow,
-    #[sqlx(flatten)]
-    car: CarColumns,
-}
-
-#[derive(FromRow)]
-struct CredentialsRow {
-    #[sqlx(flatten)]
-    user: UserRow,
-    password_hash: String,
-}
-
-#[derive(FromRow)]
-struct TokenStateRow {
-    session_id: String,
-    user_id: i64,
-    session_created_at: i64,
-    session_revoked: bool,
-    expires_at: i64,
-    consumed_at: Option<i64>,
-    successor_unused: bool,
-}
-
-impl TryFrom<TokenStateRow> for TokenState {
-    type Error = StoreError;
-    fn try_from(r: TokenStateRow) -> Result<Self, StoreError> {
-        Ok(TokenState {
-            user_id: r.user_id,
-            session_id: r.session_id,
-            session_created_at: from_millis(r.session_created_at)?,
-            session_revoked: r.session_revoked,
-            expires_at: from_millis(r.expires_at)?,
-            consumed_at: r.consumed_at.map(from_millis).transpose()?,
-            successor_unused: r.successor_unused,
-        })
-    }
-}
-
 /// Inserts a session and its first refresh token inside `tx`.
 async fn insert_session(
     tx: &mut SqliteConnection,
     session: &NewSession,
     user_id: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
-        .bind(&session.id)
-        .bind(user_id)
-        .bind(millis(session.created_at))
-        .bind(millis(session.expires_at))
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)")
-        .bind(&session.token_hash)
-        .bind(&session.id)
-        .bind(millis(session.expires_at))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&session.id)
+    .bind(user_id)
+    .bind(Timestamp(session.created_at))
+    .bind(Timestamp(session.expires_at))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
+    )
+    .bind(&session.token_hash)
+    .bind(&session.id)
+    .bind(Timestamp(session.expires_at))
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -220,7 +149,7 @@ async fn make_durable(conn: &mut SqliteConnection) -> Result<(), StoreError> {
         .execute(&mut *conn)
         .await?;
     let written = sqlx::query(
-        "INSERT INTO settings (key, value) VALUES ('durable_at', ?)
+        "INSERT INTO settings (key, value) VALUES ('durable_at', $1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )
     .bind(Utc::now().timestamp_millis().to_string())
@@ -238,9 +167,9 @@ async fn make_durable(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 /// Appends one security event inside `tx`.
 async fn insert_event(tx: &mut SqliteConnection, event: &SecurityEvent) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO security_events (at, kind, user_id, client_addr, detail) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO security_events (at, kind, user_id, client_addr, detail) VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(millis(event.at))
+    .bind(Timestamp(event.at))
     .bind(event.kind.name())
     .bind(event.user_id)
     .bind(&event.client_addr)
@@ -270,7 +199,7 @@ impl Store for SqliteStore {
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let inserted = sqlx::query(
-            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
         )
         .bind(key)
         .bind(value)
@@ -281,7 +210,7 @@ impl Store for SqliteStore {
             // Generated keys sign tokens at once: they must outlive a power loss.
             make_durable(&mut conn).await?;
         }
-        let (stored,): (String,) = sqlx::query_as("SELECT value FROM settings WHERE key = ?")
+        let (stored,): (String,) = sqlx::query_as("SELECT value FROM settings WHERE key = $1")
             .bind(key)
             .fetch_one(&mut *conn)
             .await?;
@@ -290,7 +219,7 @@ impl Store for SqliteStore {
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO settings (key, value) VALUES (?, ?)
+            "INSERT INTO settings (key, value) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(key)
@@ -306,8 +235,8 @@ impl Store for SqliteStore {
         email_key: Option<&str>,
     ) -> Result<Taken, StoreError> {
         let (username, email): (bool, bool) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM login_keys WHERE key = ?1),
-                    EXISTS (SELECT 1 FROM login_keys WHERE key = ?2)",
+            "SELECT EXISTS (SELECT 1 FROM login_keys WHERE key = $1),
+                    EXISTS (SELECT 1 FROM login_keys WHERE key = $2)",
         )
         .bind(username_key)
         .bind(email_key)
@@ -322,7 +251,7 @@ impl Store for SqliteStore {
         let (id,): (i64,) = sqlx::query_as(
             "INSERT INTO users (username, username_key, email, email_key, phone, name, surname,
                                 second_name, password_hash, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
         )
         .bind(&user.username)
         .bind(&user.username_key)
@@ -333,7 +262,7 @@ impl Store for SqliteStore {
         .bind(&user.surname)
         .bind(&user.second_name)
         .bind(account.password_hash)
-        .bind(millis(now))
+        .bind(Timestamp(now))
         .fetch_one(&mut *tx)
         .await?;
         let mut car_ids: Vec<(i64, i64)> = Vec::new();
@@ -355,7 +284,7 @@ impl Store for SqliteStore {
             car_ids = insert.build_query_as().fetch_all(&mut *tx).await?;
         }
         for key in user.login_keys() {
-            sqlx::query("INSERT INTO login_keys (key, user_id) VALUES (?, ?)")
+            sqlx::query("INSERT INTO login_keys (key, user_id) VALUES ($1, $2)")
                 .bind(key)
                 .bind(id)
                 .execute(&mut *tx)
@@ -377,7 +306,7 @@ impl Store for SqliteStore {
             surname: user.surname.clone(),
             second_name: user.second_name.clone(),
             // Millisecond precision, as stored, so this equals what a read returns.
-            created_at: from_millis(millis(now))?,
+            created_at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
         };
         Ok((record, cars_in_order(id, user, car_ids)))
     }
@@ -387,22 +316,19 @@ impl Store for SqliteStore {
             "SELECT ",
             user_columns!(),
             ", u.password_hash FROM login_keys k JOIN users u ON u.id = k.user_id
-             WHERE k.key = ?"
+             WHERE k.key = $1"
         ))
         .bind(login_key)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(Credentials {
-                user: r.user.try_into()?,
-                password_hash: r.password_hash,
-            })
-        })
-        .transpose()
+        Ok(row.map(|r| Credentials {
+            user: r.user.into(),
+            password_hash: r.password_hash,
+        }))
     }
 
     async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
             .bind(user_id)
             .execute(&self.pool)
@@ -425,8 +351,8 @@ impl Store for SqliteStore {
                 car_join_columns!(),
                 " FROM users u JOIN sessions s ON s.user_id = u.id
              LEFT JOIN cars c ON c.user_id = u.id
-             WHERE u.id = ?1 AND s.id = ?2 AND s.revoked_at IS NULL
-               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= ?3)
+             WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL
+               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= $3)
              ORDER BY c.position"
             )
         } else {
@@ -436,21 +362,21 @@ impl Store for SqliteStore {
                 ", ",
                 no_car_columns!(),
                 " FROM users u JOIN sessions s ON s.user_id = u.id
-             WHERE u.id = ?1 AND s.id = ?2 AND s.revoked_at IS NULL
-               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= ?3)"
+             WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL
+               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= $3)"
             )
         };
         let rows: Vec<UserWithCarRow> = sqlx::query_as(sql)
             .bind(user_id)
             .bind(session_id)
-            .bind(millis(issued_at))
+            .bind(Timestamp(issued_at))
             .fetch_all(&self.pool)
             .await?;
         let mut rows = rows.into_iter();
         let Some(first) = rows.next() else {
             return Ok(None);
         };
-        let user: User = first.user.try_into()?;
+        let user: User = first.user.into();
         let cars = with_cars.then(|| {
             std::iter::once(first.car)
                 .chain(rows.map(|r| r.car))
@@ -468,15 +394,15 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("UPDATE users SET tokens_valid_after = ? WHERE id = ?")
-            .bind(millis(now))
+        sqlx::query("UPDATE users SET tokens_valid_after = $1 WHERE id = $2")
+            .bind(Timestamp(now))
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
         let revoked = sqlx::query(
-            "UPDATE sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
         )
-        .bind(millis(now))
+        .bind(Timestamp(now))
         .bind(user_id)
         .execute(&mut *tx)
         .await?
@@ -536,20 +462,12 @@ impl Store for SqliteStore {
         let mut conn = self.pool.acquire().await?;
         // BEGIN IMMEDIATE takes the write lock before the read.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let row: Option<TokenStateRow> = sqlx::query_as(
-            "SELECT t.session_id, s.user_id, s.created_at AS session_created_at,
-                    s.revoked_at IS NOT NULL AS session_revoked, t.expires_at, t.consumed_at,
-                    EXISTS (SELECT 1 FROM refresh_tokens n WHERE n.token_hash = ?2
-                            AND n.session_id = t.session_id AND n.consumed_at IS NULL)
-                        AS successor_unused
-             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-             WHERE t.token_hash = ?1",
-        )
-        .bind(&r.presented_hash)
-        .bind(&r.successor_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let state = row.map(TokenState::try_from).transpose()?;
+        let row: Option<TokenStateRow> = sqlx::query_as(token_state_query!())
+            .bind(&r.presented_hash)
+            .bind(&r.successor_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let state = row.map(TokenState::from);
         let plan = plan_rotation(state.as_ref(), r.now, &r.policy);
         let outcome = plan.outcome(state.as_ref());
         let Some(state) = state else {
@@ -560,28 +478,28 @@ impl Store for SqliteStore {
             RotationPlan::Rotate {
                 successor_expires_at,
             } => {
-                sqlx::query("UPDATE refresh_tokens SET consumed_at = ? WHERE token_hash = ?")
-                    .bind(millis(r.now))
+                sqlx::query("UPDATE refresh_tokens SET consumed_at = $1 WHERE token_hash = $2")
+                    .bind(Timestamp(r.now))
                     .bind(&r.presented_hash)
                     .execute(&mut *tx)
                     .await?;
                 sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES (?, ?, ?)",
+                    "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
                 )
                 .bind(&r.successor_hash)
                 .bind(&state.session_id)
-                .bind(millis(successor_expires_at))
+                .bind(Timestamp(successor_expires_at))
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE sessions SET expires_at = ? WHERE id = ?")
-                    .bind(millis(successor_expires_at))
+                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
+                    .bind(Timestamp(successor_expires_at))
                     .bind(&state.session_id)
                     .execute(&mut *tx)
                     .await?;
             }
             RotationPlan::RevokeFamily => {
-                sqlx::query("UPDATE sessions SET revoked_at = ? WHERE id = ?")
-                    .bind(millis(r.now))
+                sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2")
+                    .bind(Timestamp(r.now))
                     .bind(&state.session_id)
                     .execute(&mut *tx)
                     .await?;
@@ -610,11 +528,11 @@ impl Store for SqliteStore {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let user: Option<(i64,)> = sqlx::query_as(
-            "UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?)
-             WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?)
+            "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1)
+             WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $2)
              RETURNING user_id",
         )
-        .bind(millis(now))
+        .bind(Timestamp(now))
         .bind(token_hash)
         .fetch_optional(&mut *tx)
         .await?;
@@ -632,7 +550,7 @@ impl Store for SqliteStore {
 
     async fn count_hit(&self, key: &str, window_start: DateTime<Utc>) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "INSERT INTO rate_limits (key, window_start, hits) VALUES (?1, ?2, 1)
+            "INSERT INTO rate_limits (key, window_start, hits) VALUES ($1, $2, 1)
              ON CONFLICT (key) DO UPDATE SET
                  hits = CASE WHEN rate_limits.window_start = excluded.window_start
                              THEN rate_limits.hits + 1 ELSE 1 END,
@@ -640,7 +558,7 @@ impl Store for SqliteStore {
              RETURNING hits",
         )
         .bind(key)
-        .bind(millis(window_start))
+        .bind(Timestamp(window_start))
         .fetch_one(&self.pool)
         .await?)
     }
@@ -654,33 +572,25 @@ impl Store for SqliteStore {
         // BEGIN IMMEDIATE takes the write lock first: no other attempt can
         // read the streak between this read and this write.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row: Option<(i64, Option<i64>, i64)> = sqlx::query_as(
-            "SELECT failures, blocked_until, updated_at FROM login_failures WHERE key = ?",
+        let row: Option<StreakRow> = sqlx::query_as(
+            "SELECT failures, blocked_until, updated_at FROM login_failures WHERE key = $1",
         )
         .bind(key)
         .fetch_optional(&mut *tx)
         .await?;
-        let stored = row
-            .map(|(failures, blocked_until, updated_at)| {
-                Ok::<_, StoreError>(LoginStreak {
-                    failures,
-                    blocked_until: blocked_until.map(from_millis).transpose()?,
-                    updated_at: from_millis(updated_at)?,
-                })
-            })
-            .transpose()?;
+        let stored = row.map(LoginStreak::from);
         let decision = plan_login_attempt(stored.as_ref(), now, policy);
         if let LoginDecision::Admit(streak) = decision {
             sqlx::query(
                 "INSERT INTO login_failures (key, failures, blocked_until, updated_at)
-                 VALUES (?1, ?2, ?3, ?4)
+                 VALUES ($1, $2, $3, $4)
                  ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,
                      blocked_until = excluded.blocked_until, updated_at = excluded.updated_at",
             )
             .bind(key)
             .bind(streak.failures)
-            .bind(streak.blocked_until.map(millis))
-            .bind(millis(streak.updated_at))
+            .bind(streak.blocked_until.map(Timestamp))
+            .bind(Timestamp(streak.updated_at))
             .execute(&mut *tx)
             .await?;
         }
@@ -689,7 +599,7 @@ impl Store for SqliteStore {
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM login_failures WHERE key = ?")
+        sqlx::query("DELETE FROM login_failures WHERE key = $1")
             .bind(key)
             .execute(&self.pool)
             .await?;
@@ -703,10 +613,10 @@ impl Store for SqliteStore {
     async fn record_refusal(&self, refusal: &Refusal) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO security_events (at, kind, client_addr, detail, aggregate_key)
-             VALUES (?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (aggregate_key) DO UPDATE SET count = security_events.count + 1",
         )
-        .bind(millis(refusal.window_start))
+        .bind(Timestamp(refusal.window_start))
         .bind(refusal.kind.name())
         .bind(&refusal.client_bucket)
         .bind(refusal.detail)
@@ -725,37 +635,37 @@ impl Store for SqliteStore {
         } = *cutoffs;
         let sessions = sqlx::query(
             "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions
-             WHERE expires_at < ?1 OR revoked_at < ?2 LIMIT ?3)",
+             WHERE expires_at < $1 OR revoked_at < $2 LIMIT $3)",
         )
-        .bind(millis(now))
-        .bind(millis(revoked_before))
+        .bind(Timestamp(now))
+        .bind(Timestamp(revoked_before))
         .bind(batch)
         .execute(&self.pool)
         .await?
         .rows_affected();
         let refresh_tokens = sqlx::query(
             "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens
-             WHERE expires_at < ?1 LIMIT ?2)",
+             WHERE expires_at < $1 LIMIT $2)",
         )
-        .bind(millis(now))
+        .bind(Timestamp(now))
         .bind(batch)
         .execute(&self.pool)
         .await?
         .rows_affected();
         let counters = sqlx::query(
-            "DELETE FROM rate_limits WHERE key IN (SELECT key FROM rate_limits WHERE window_start < ?1 LIMIT ?2)",
+            "DELETE FROM rate_limits WHERE key IN (SELECT key FROM rate_limits WHERE window_start < $1 LIMIT $2)",
         )
-        .bind(millis(stale_before))
+        .bind(Timestamp(stale_before))
         .bind(batch)
         .execute(&self.pool)
         .await?
         .rows_affected()
             + sqlx::query(
                 "DELETE FROM login_failures WHERE key IN (SELECT key FROM login_failures
-                 WHERE updated_at < ?1 AND (blocked_until IS NULL OR blocked_until < ?2) LIMIT ?3)",
+                 WHERE updated_at < $1 AND (blocked_until IS NULL OR blocked_until < $2) LIMIT $3)",
             )
-            .bind(millis(stale_before))
-            .bind(millis(now))
+            .bind(Timestamp(stale_before))
+            .bind(Timestamp(now))
             .bind(batch)
             .execute(&self.pool)
             .await?
@@ -767,7 +677,7 @@ impl Store for SqliteStore {
              WHERE at < CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) - 1000
                  - MAX(86400000, (SELECT CAST(value AS INTEGER) FROM settings
                                   WHERE key = 'audit_retention_ms'))
-             ORDER BY at LIMIT ?1)",
+             ORDER BY at LIMIT $1)",
         )
         .bind(batch)
         .execute(&self.pool)
@@ -782,32 +692,23 @@ impl Store for SqliteStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT kid, algorithm, material, created_at FROM signing_keys ORDER BY created_at, kid",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(kid, algorithm, material, created_at)| {
-                Ok(StoredKey {
-                    kid,
-                    algorithm,
-                    material,
-                    created_at: from_millis(created_at)?,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(StoredKey::from).collect())
     }
 
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         sqlx::query(
-            "INSERT INTO signing_keys (kid, algorithm, material, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO signing_keys (kid, algorithm, material, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&key.kid)
         .bind(&key.algorithm)
         .bind(&key.material)
-        .bind(millis(key.created_at))
+        .bind(Timestamp(key.created_at))
         .execute(&mut *conn)
         .await?;
         make_durable(&mut conn).await?;

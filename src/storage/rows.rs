@@ -1,0 +1,189 @@
+//! Rows as both backends read them: one definition each, thanks to the
+//! column types of [`super::types`] that decode on either database.
+
+use sqlx::FromRow;
+
+use super::types::{SessionId, Timestamp};
+use super::StoredKey;
+use crate::domain::account::{Car, User};
+use crate::domain::rotation::TokenState;
+use crate::domain::throttle::LoginStreak;
+
+/// The user columns of `users u` (see [`super::user_columns`]).
+#[derive(FromRow)]
+pub(crate) struct UserRow {
+    id: i64,
+    username: String,
+    email: Option<String>,
+    phone: Option<String>,
+    name: Option<String>,
+    surname: Option<String>,
+    second_name: Option<String>,
+    created_at: Timestamp,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        User {
+            id: r.id,
+            username: r.username,
+            email: r.email,
+            phone: r.phone,
+            name: r.name,
+            surname: r.surname,
+            second_name: r.second_name,
+            created_at: r.created_at.0,
+        }
+    }
+}
+
+/// One row of a user joined with their cars (car columns NULL when none,
+/// or when no cars were asked for).
+#[derive(FromRow)]
+pub(crate) struct UserWithCarRow {
+    #[sqlx(flatten)]
+    pub user: UserRow,
+    #[sqlx(flatten)]
+    pub car: CarColumns,
+}
+
+#[derive(FromRow)]
+pub(crate) struct CredentialsRow {
+    #[sqlx(flatten)]
+    pub user: UserRow,
+    pub password_hash: String,
+}
+
+/// The car columns of a `LEFT JOIN cars c` (see [`super::car_join_columns`]).
+#[derive(Debug, FromRow)]
+pub(crate) struct CarColumns {
+    car_id: Option<i64>,
+    brand: Option<String>,
+    model: Option<String>,
+    year: Option<i32>,
+    color: Option<String>,
+    license_plate: Option<String>,
+    vin: Option<String>,
+}
+
+impl CarColumns {
+    pub(crate) fn into_car(self, user_id: i64) -> Option<Car> {
+        Some(Car {
+            id: self.car_id?,
+            user_id,
+            brand: self.brand?,
+            model: self.model?,
+            year: self.year,
+            color: self.color,
+            license_plate: self.license_plate,
+            vin: self.vin,
+        })
+    }
+}
+
+/// A row of `cars`.
+#[derive(Debug, FromRow)]
+pub(crate) struct CarRow {
+    id: i64,
+    user_id: i64,
+    brand: String,
+    model: String,
+    year: Option<i32>,
+    color: Option<String>,
+    license_plate: Option<String>,
+    vin: Option<String>,
+}
+
+impl From<CarRow> for Car {
+    fn from(r: CarRow) -> Self {
+        Car {
+            id: r.id,
+            user_id: r.user_id,
+            brand: r.brand,
+            model: r.model,
+            year: r.year,
+            color: r.color,
+            license_plate: r.license_plate,
+            vin: r.vin,
+        }
+    }
+}
+
+/// What a rotation reads of the presented token and its session.
+#[derive(FromRow)]
+pub(crate) struct TokenStateRow {
+    session_id: SessionId,
+    user_id: i64,
+    session_created_at: Timestamp,
+    session_revoked: bool,
+    expires_at: Timestamp,
+    consumed_at: Option<Timestamp>,
+    successor_unused: bool,
+}
+
+impl From<TokenStateRow> for TokenState {
+    fn from(r: TokenStateRow) -> Self {
+        TokenState {
+            user_id: r.user_id,
+            session_id: r.session_id.0,
+            session_created_at: r.session_created_at.0,
+            session_revoked: r.session_revoked,
+            expires_at: r.expires_at.0,
+            consumed_at: r.consumed_at.map(|t| t.0),
+            successor_unused: r.successor_unused,
+        }
+    }
+}
+
+/// The columns both backends select for [`TokenStateRow`], with the
+/// presented token's hash as `$1` and its successor's as `$2`.
+macro_rules! token_state_query {
+    () => {
+        "SELECT t.session_id, s.user_id, s.created_at AS session_created_at,
+                s.revoked_at IS NOT NULL AS session_revoked, t.expires_at, t.consumed_at,
+                EXISTS (SELECT 1 FROM refresh_tokens n WHERE n.token_hash = $2
+                        AND n.session_id = t.session_id AND n.consumed_at IS NULL)
+                    AS successor_unused
+         FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+         WHERE t.token_hash = $1"
+    };
+}
+pub(crate) use token_state_query;
+
+/// A row of `login_failures`.
+#[derive(FromRow)]
+pub(crate) struct StreakRow {
+    failures: i64,
+    blocked_until: Option<Timestamp>,
+    updated_at: Timestamp,
+}
+
+impl From<StreakRow> for LoginStreak {
+    fn from(r: StreakRow) -> Self {
+        LoginStreak {
+            failures: r.failures,
+            blocked_until: r.blocked_until.map(|t| t.0),
+            updated_at: r.updated_at.0,
+        }
+    }
+}
+
+/// A row of `signing_keys`.
+#[derive(FromRow)]
+pub(crate) struct KeyRow {
+    kid: String,
+    algorithm: String,
+    material: String,
+    created_at: Timestamp,
+}
+
+impl From<KeyRow> for StoredKey {
+    fn from(r: KeyRow) -> Self {
+        StoredKey {
+            kid: r.kid,
+            algorithm: r.algorithm,
+            material: r.material,
+            created_at: r.created_at.0,
+        }
+    }
+}
