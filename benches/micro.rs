@@ -7,11 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use async_graphql::dataloader::DataLoader;
 use authql::app::Services;
-use authql::config::{Cli, Command, Secret, ServeConfig};
+use authql::config::{Secret, ServeConfig};
 use authql::domain::Client;
 use authql::domain::{CarForm, Password, SignUpForm, SignUpRules};
 use authql::graphql::CarLoader;
-use clap::Parser as _;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 const ME: &str = "{ me { id username email cars { brand model year } } }";
@@ -44,12 +43,10 @@ fn form(username: &str) -> SignUpForm {
 
 fn config(dir: &std::path::Path) -> ServeConfig {
     let url = format!("sqlite://{}/bench.db", dir.display());
-    let cli = Cli::try_parse_from(["authql", "serve", "--database-url", &url]).expect("config");
-    let Some(Command::Serve(mut config)) = cli.command else {
-        unreachable!("serve")
-    };
+    let mut config = ServeConfig::defaults();
+    config.database.url = url;
     config.tokens.jwt_secret = Some(Secret::new("bench-secret-bench-secret-bench-secret"));
-    *config
+    config
 }
 
 fn micro(c: &mut Criterion) {
@@ -78,7 +75,7 @@ fn micro(c: &mut Criterion) {
         })
     });
     c.bench_function("token/verify", |b| {
-        b.iter(|| tokens.verify_access(&signed.access_token))
+        b.iter(|| rt.block_on(tokens.verify(&signed.access_token)))
     });
 
     let rules = SignUpRules::new(Some("RU")).with_context_words(&["authql".into()]);

@@ -13,6 +13,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::auth::{keys, load_refresh_key, KeyRing, PasswordHasher, TokenService};
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::ServeConfig;
 use crate::domain::SignUpRules;
 use crate::graphql::{build_schema, document_guard, AppSchema, DocumentGuard};
@@ -34,10 +35,15 @@ pub struct Services {
 
 impl Services {
     /// Opens the database (migrating unless disabled), loads the keys and
-    /// builds the services and the schema.
+    /// builds the services and the schema, on the system clock.
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
+        Self::build_with(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::build`] with the services reading time from `clock`.
+    pub async fn build_with(config: &ServeConfig, clock: SharedClock) -> anyhow::Result<Self> {
         let store = open_database(&config.database, !config.no_migrate).await?;
-        let keys = Arc::new(KeyRing::load(store.clone(), &config.tokens).await?);
+        let keys = Arc::new(KeyRing::load(store.clone(), &config.tokens, clock.clone()).await?);
         let current = keys.current();
         tracing::info!(kid = %current.kid, algorithm = ?current.algorithm, "access-token signing key");
         let refresh_key = load_refresh_key(store.as_ref()).await?;
@@ -51,7 +57,7 @@ impl Services {
 
         let metrics = Arc::new(Metrics::new());
         let hasher = PasswordHasher::new(&config.passwords, metrics.clone())?;
-        let tokens = TokenService::new(&config.tokens, keys.clone(), refresh_key);
+        let tokens = TokenService::new(&config.tokens, keys.clone(), refresh_key, clock.clone());
         let accounts = Arc::new(AccountService::new(
             store.clone(),
             hasher,
@@ -62,10 +68,11 @@ impl Services {
                 refresh_ttl: config.tokens.refresh_ttl,
                 refresh_grace: config.tokens.refresh_grace,
                 session_max_lifetime: config.tokens.session_max_lifetime,
-                throttle: Throttle::new(store.clone(), &config.security),
+                throttle: Throttle::new(store.clone(), &config.security, clock.clone()),
                 cleanup_every: config.security.cleanup_every,
             },
             metrics.clone(),
+            clock,
         ));
         let schema = build_schema(
             accounts.clone(),
@@ -95,6 +102,12 @@ pub struct App {
 
 impl App {
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        Self::build_with(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::build`] on another clock (tests move time with a
+    /// [`crate::clock::ManualClock`] instead of sleeping).
+    pub async fn build_with(config: ServeConfig, clock: SharedClock) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
         let Services {
             store,
@@ -103,7 +116,7 @@ impl App {
             schema,
             documents,
             metrics,
-        } = Services::build(&config).await?;
+        } = Services::build_with(&config, clock).await?;
         spawn_key_reloader(&keys);
         let cors_origins = config
             .cors_origins

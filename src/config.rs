@@ -231,6 +231,29 @@ pub enum JwtAlgorithm {
     EdDsa,
 }
 
+impl JwtAlgorithm {
+    /// Its name in JOSE headers, JWKS and the `signing_keys` table.
+    pub fn name(self) -> &'static str {
+        match self {
+            JwtAlgorithm::Hs256 => "HS256",
+            JwtAlgorithm::EdDsa => "EdDSA",
+        }
+    }
+
+    pub fn jose(self) -> jsonwebtoken::Algorithm {
+        match self {
+            JwtAlgorithm::Hs256 => jsonwebtoken::Algorithm::HS256,
+            JwtAlgorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [JwtAlgorithm::Hs256, JwtAlgorithm::EdDsa]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+}
+
 /// Abuse resistance: rate limits, sign-in throttling, proxies, cleanup.
 #[derive(Debug, Clone, Args)]
 pub struct SecurityConfig {
@@ -386,6 +409,19 @@ pub struct LimitsConfig {
 }
 
 impl ServeConfig {
+    /// Every setting at its default, whatever the environment holds: what
+    /// tests, benchmarks and tools start from before setting what they need.
+    pub fn defaults() -> Self {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let command = Cli::command().mut_args(|arg| arg.env(clap::builder::Resettable::Reset));
+        command
+            .try_get_matches_from(["authql"])
+            .map_err(|e| e.to_string())
+            .and_then(|matches| Cli::from_arg_matches(&matches).map_err(|e| e.to_string()))
+            .map(|cli| cli.serve)
+            .unwrap_or_else(|e| unreachable!("the defaults parse: {e}"))
+    }
+
     /// Checks the rules clap cannot express; the message is shown at start.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(secret) = &self.tokens.jwt_secret {
@@ -533,8 +569,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_contract() {
-        let cli = Cli::try_parse_from(["authql"]).expect("parses");
-        let c = cli.serve;
+        let c = ServeConfig::defaults();
         assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(c.tokens.access_ttl, Duration::from_secs(15 * 60));
         assert_eq!(c.tokens.refresh_ttl, Duration::from_secs(30 * 24 * 3600));
@@ -594,7 +629,7 @@ mod tests {
     #[test]
     fn origins_must_be_origins() {
         let check = |origins: &str| {
-            let mut c = Cli::try_parse_from(["authql"]).expect("defaults").serve;
+            let mut c = ServeConfig::defaults();
             c.cors_origins = origins.split(',').map(str::to_owned).collect();
             c.validate()
         };

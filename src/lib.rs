@@ -8,6 +8,8 @@
 pub mod app;
 /// Passwords (argon2id off the executor) and tokens (JWT access, rotating refresh).
 pub mod auth;
+/// The injected wall clock (tests move time instead of sleeping).
+pub mod clock;
 /// One `Config` from flags and `AUTHQL_*` variables; secrets redacted in `Debug`.
 pub mod config;
 /// Validated input newtypes and the sign-up rules.

@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
                         println!(
                             "{}\t{}\t{}",
                             key.kid,
-                            key.algorithm,
+                            key.algorithm.name(),
                             key.created_at.to_rfc3339()
                         );
                     }

@@ -25,9 +25,12 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
 
+use crate::clock::SharedClock;
 use crate::config::{JwtAlgorithm, TokenConfig};
 use crate::storage::{Store, StoredKey};
 
+/// settings key of the refresh-token derivation key.
+const GENERATED_REFRESH_KEY: &str = "refresh_token_key";
 const BOOTSTRAP_HS256: &str = "jwt_hs256_key";
 const BOOTSTRAP_ED25519: &str = "jwt_ed25519_key";
 /// Unknown kids trigger a reload at most this often.
@@ -100,10 +103,34 @@ fn short_hash(label: &[u8], material: &[u8]) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The key that derives a refresh token's successor (see [`super::tokens`]):
+/// generated on first start, shared by every instance through the database.
+pub async fn load_refresh_key(store: &dyn Store) -> anyhow::Result<Vec<u8>> {
+    let value = store
+        .setting_or_insert(GENERATED_REFRESH_KEY, &random_key_b64())
+        .await?;
+    decode_key_b64(&value).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the stored {GENERATED_REFRESH_KEY} is not a base64 key of at least 32 bytes"
+        )
+    })
+}
+
+/// 256 random bits, base64 (for generated keys).
+pub fn random_key_b64() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    STANDARD.encode(bytes)
+}
+
+fn decode_key_b64(value: &str) -> Option<Vec<u8>> {
+    STANDARD.decode(value).ok().filter(|k| k.len() >= 32)
+}
+
 /// New key material of an algorithm, base64 (the HMAC key or a PKCS#8 document).
 pub fn generate_material(algorithm: JwtAlgorithm) -> anyhow::Result<String> {
     match algorithm {
-        JwtAlgorithm::Hs256 => Ok(super::tokens::random_key_b64()),
+        JwtAlgorithm::Hs256 => Ok(random_key_b64()),
         JwtAlgorithm::EdDsa => {
             let mut seed = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut seed);
@@ -116,39 +143,31 @@ pub fn generate_material(algorithm: JwtAlgorithm) -> anyhow::Result<String> {
     }
 }
 
-fn algorithm_name(algorithm: JwtAlgorithm) -> &'static str {
-    match algorithm {
-        JwtAlgorithm::Hs256 => "HS256",
-        JwtAlgorithm::EdDsa => "EdDSA",
-    }
-}
-
 fn key_from_material(
-    algorithm: &str,
+    algorithm: JwtAlgorithm,
     material: &str,
     created_at: DateTime<Utc>,
 ) -> anyhow::Result<Key> {
+    let name = algorithm.name();
     let bytes = STANDARD
         .decode(material)
-        .map_err(|e| anyhow::anyhow!("stored {algorithm} key is not base64: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("stored {name} key is not base64: {e}"))?;
     match algorithm {
-        "HS256" if bytes.len() >= 32 => Key::hs256(&bytes, created_at),
-        "HS256" => anyhow::bail!("stored HS256 key is shorter than 32 bytes"),
-        "EdDSA" => Key::ed25519(&bytes, created_at),
-        other => anyhow::bail!("unknown key algorithm {other:?}"),
+        JwtAlgorithm::Hs256 if bytes.len() >= 32 => Key::hs256(&bytes, created_at),
+        JwtAlgorithm::Hs256 => anyhow::bail!("stored HS256 key is shorter than 32 bytes"),
+        JwtAlgorithm::EdDsa => Key::ed25519(&bytes, created_at),
     }
 }
 
 /// Adds a new key of `algorithm`; it signs from the next key reload on.
 pub async fn rotate(store: &dyn Store, algorithm: JwtAlgorithm) -> anyhow::Result<String> {
     let material = generate_material(algorithm)?;
-    let name = algorithm_name(algorithm);
     let now = Utc::now();
-    let key = key_from_material(name, &material, now)?;
+    let key = key_from_material(algorithm, &material, now)?;
     store
         .add_signing_key(&StoredKey {
             kid: key.kid.clone(),
-            algorithm: name.to_owned(),
+            algorithm,
             material,
             created_at: now,
         })
@@ -162,7 +181,9 @@ struct KeySet {
 }
 
 pub struct KeyRing {
-    store: Arc<dyn Store>,
+    /// Where rotated keys are read from; none for a fixed key.
+    store: Option<Arc<dyn Store>>,
+    clock: SharedClock,
     /// The configured secret or the generated key in `settings`: read once,
     /// it never changes, so reloads only re-read `signing_keys`.
     bootstrap: Arc<Key>,
@@ -177,7 +198,11 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    pub async fn load(store: Arc<dyn Store>, config: &TokenConfig) -> anyhow::Result<Self> {
+    pub async fn load(
+        store: Arc<dyn Store>,
+        config: &TokenConfig,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
         let epoch = DateTime::<Utc>::UNIX_EPOCH;
         let (bootstrap, bootstrap_signs) = match (&config.jwt_secret, config.jwt_algorithm) {
             (Some(secret), JwtAlgorithm::Hs256) => {
@@ -187,7 +212,6 @@ impl KeyRing {
                 anyhow::bail!("AUTHQL_JWT_SECRET is an HS256 secret; unset it to use AUTHQL_JWT_ALGORITHM=EdDSA")
             }
             (None, algorithm) => {
-                let name = algorithm_name(algorithm);
                 let setting = match algorithm {
                     JwtAlgorithm::Hs256 => BOOTSTRAP_HS256,
                     JwtAlgorithm::EdDsa => BOOTSTRAP_ED25519,
@@ -195,29 +219,43 @@ impl KeyRing {
                 let value = store
                     .setting_or_insert(setting, &generate_material(algorithm)?)
                     .await?;
-                (key_from_material(name, &value, epoch)?, false)
+                (key_from_material(algorithm, &value, epoch)?, false)
             }
         };
+        let ring = Self::with(Some(store), bootstrap, bootstrap_signs, config, clock);
+        ring.reload().await?;
+        Ok(ring)
+    }
+
+    /// A ring of one key that never changes (no database: for tests and
+    /// tools that verify with a known key).
+    pub fn fixed(key: Key, config: &TokenConfig, clock: SharedClock) -> Self {
+        Self::with(None, key, true, config, clock)
+    }
+
+    fn with(
+        store: Option<Arc<dyn Store>>,
+        bootstrap: Key,
+        bootstrap_signs: bool,
+        config: &TokenConfig,
+        clock: SharedClock,
+    ) -> Self {
         let bootstrap = Arc::new(bootstrap);
         // Until the first read: the bootstrap key alone.
         let initial = KeySet {
             current: bootstrap.clone(),
             verifying: HashMap::from([(bootstrap.kid.clone(), bootstrap.clone())]),
         };
-        let ring = Self {
+        Self {
             store,
+            clock,
             bootstrap,
             bootstrap_signs,
-            algorithm: match config.jwt_algorithm {
-                JwtAlgorithm::Hs256 => Algorithm::HS256,
-                JwtAlgorithm::EdDsa => Algorithm::EdDSA,
-            },
+            algorithm: config.jwt_algorithm.jose(),
             overlap: config.access_ttl + config.jwt_leeway + RELOAD_EVERY,
             keys: RwLock::new(Arc::new(initial)),
             last_reload: Mutex::new(None),
-        };
-        ring.reload().await?;
-        Ok(ring)
+        }
     }
 
     /// The bootstrap key plus the rotated ones: which signs, which verify.
@@ -225,9 +263,13 @@ impl KeyRing {
     /// minute of slack for instances that have not reloaded yet.
     async fn read(&self) -> anyhow::Result<KeySet> {
         let mut keys = vec![self.bootstrap.clone()];
-        for stored in self.store.signing_keys().await? {
+        let stored_keys = match &self.store {
+            Some(store) => store.signing_keys().await?,
+            None => Vec::new(),
+        };
+        for stored in stored_keys {
             keys.push(Arc::new(key_from_material(
-                &stored.algorithm,
+                stored.algorithm,
                 &stored.material,
                 stored.created_at,
             )?));
@@ -243,7 +285,7 @@ impl KeyRing {
                 .unwrap_or_else(|| self.bootstrap.clone())
         };
         // A key retires when a newer one appears; it verifies for `overlap` more.
-        let now = Utc::now();
+        let now = self.clock.now();
         let overlap = chrono::Duration::from_std(self.overlap).unwrap_or(chrono::Duration::MAX);
         let mut verifying = HashMap::new();
         for (i, key) in keys.iter().enumerate() {
@@ -279,6 +321,9 @@ impl KeyRing {
     /// Reloads after an unknown kid, unless that happened moments ago.
     /// Returns whether it reloaded.
     pub async fn reload_after_miss(&self) -> bool {
+        if self.store.is_none() {
+            return false;
+        }
         {
             let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
             if last.is_some_and(|at| at.elapsed() < RELOAD_ON_MISS_EVERY) {
@@ -324,13 +369,12 @@ mod tests {
     #[test]
     fn ed25519_material_round_trips() {
         let material = generate_material(JwtAlgorithm::EdDsa).expect("generate");
-        let key = key_from_material("EdDSA", &material, Utc::now()).expect("key");
+        let key = key_from_material(JwtAlgorithm::EdDsa, &material, Utc::now()).expect("key");
         assert!(key.kid.starts_with("ed25519-"));
         assert_eq!(key.public_x.as_deref().map(str::len), Some(43));
-        let again = key_from_material("EdDSA", &material, Utc::now()).expect("key");
+        let again = key_from_material(JwtAlgorithm::EdDsa, &material, Utc::now()).expect("key");
         assert_eq!(key.kid, again.kid, "kid is derived from the key");
-        assert!(key_from_material("HS256", "c2hvcnQ=", Utc::now()).is_err());
-        assert!(key_from_material("RS256", &material, Utc::now()).is_err());
+        assert!(key_from_material(JwtAlgorithm::Hs256, "c2hvcnQ=", Utc::now()).is_err());
     }
 
     /// Keys stored by earlier versions (generated with ring) keep loading:

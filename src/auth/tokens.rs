@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::KeyRing;
+use crate::clock::SharedClock;
 use crate::config::TokenConfig;
 
 /// The JOSE `typ` of access tokens (RFC 9068).
@@ -59,12 +60,17 @@ pub enum TokenRejected {
     BadSubject,
     #[error("issued in the future")]
     IssuedInFuture,
+    #[error("expired")]
+    Expired,
+    #[error("not valid yet")]
+    NotYetValid,
     #[error("{0}")]
     Invalid(String),
 }
 
 pub struct TokenService {
     keys: Arc<KeyRing>,
+    clock: SharedClock,
     refresh_key: Vec<u8>,
     issuer: String,
     audience: String,
@@ -76,19 +82,25 @@ pub struct TokenService {
 
 impl TokenService {
     /// `refresh_key` keys the successor derivation of refresh tokens.
-    pub fn new(config: &TokenConfig, keys: Arc<KeyRing>, refresh_key: Vec<u8>) -> Self {
+    pub fn new(
+        config: &TokenConfig,
+        keys: Arc<KeyRing>,
+        refresh_key: Vec<u8>,
+        clock: SharedClock,
+    ) -> Self {
         let validation = |algorithm| {
             let mut v = Validation::new(algorithm);
             v.set_issuer(&[&config.jwt_issuer]);
             v.set_audience(&[&config.jwt_audience]);
             v.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-            v.validate_exp = true;
-            v.validate_nbf = true;
-            v.leeway = config.jwt_leeway.as_secs();
+            // Times are checked below, against the injected clock.
+            v.validate_exp = false;
+            v.validate_nbf = false;
             v
         };
         Self {
             keys,
+            clock,
             refresh_key,
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
@@ -97,10 +109,6 @@ impl TokenService {
             hs256: validation(Algorithm::HS256),
             eddsa: validation(Algorithm::EdDSA),
         }
-    }
-
-    pub fn keys(&self) -> &Arc<KeyRing> {
-        &self.keys
     }
 
     pub fn access_ttl(&self) -> Duration {
@@ -133,8 +141,20 @@ impl TokenService {
         jsonwebtoken::encode(&header, &claims, key.encoding())
     }
 
-    /// Verifies an access token and returns `(user id, claims)`.
-    pub fn verify_access(&self, token: &str) -> Result<(i64, AccessClaims), TokenRejected> {
+    /// Verifies an access token and returns `(user id, claims)`. A token
+    /// naming a key this instance does not know yet makes it re-read the
+    /// keys (at most every few seconds), so keys rotated elsewhere verify.
+    pub async fn verify(&self, token: &str) -> Result<(i64, AccessClaims), TokenRejected> {
+        match self.check(token) {
+            Err(TokenRejected::UnknownKey) if self.keys.reload_after_miss().await => {
+                self.check(token)
+            }
+            verified => verified,
+        }
+    }
+
+    /// [`Self::verify`] with the keys at hand.
+    fn check(&self, token: &str) -> Result<(i64, AccessClaims), TokenRejected> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejected::Malformed)?;
         let typ_ok = header.typ.as_deref().is_some_and(|t| {
             t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
@@ -158,10 +178,17 @@ impl TokenService {
         if claims.token_type != TOKEN_TYPE_ACCESS {
             return Err(TokenRejected::WrongTokenType);
         }
+        let now = self.clock.now().timestamp();
+        let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(60);
+        if claims.exp.saturating_add(leeway) < now {
+            return Err(TokenRejected::Expired);
+        }
+        if claims.nbf > now.saturating_add(leeway) {
+            return Err(TokenRejected::NotYetValid);
+        }
         // `iat` is what "tokens valid after" compares with: a token dated
         // ahead would survive a sign-out everywhere.
-        let latest = Utc::now().timestamp() + i64::try_from(self.leeway.as_secs()).unwrap_or(60);
-        if claims.iat > latest {
+        if claims.iat > now.saturating_add(leeway) {
             return Err(TokenRejected::IssuedInFuture);
         }
         let user_id = claims.sub.parse().map_err(|_| TokenRejected::BadSubject)?;
@@ -199,68 +226,33 @@ pub fn refresh_token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// 256 random bits, base64 (for generated keys).
-pub fn random_key_b64() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-pub fn decode_key_b64(value: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD
-        .decode(value)
-        .ok()
-        .filter(|k| k.len() >= 32)
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use clap::Parser as _;
 
     fn config() -> TokenConfig {
-        crate::config::Cli::try_parse_from(["authql"])
-            .expect("defaults")
-            .serve
-            .tokens
+        crate::config::ServeConfig::defaults().tokens
     }
 
-    /// A token service over a throwaway SQLite store, keyed by `secret`.
-    pub(super) async fn service(
-        cfg: &TokenConfig,
-        secret: &[u8],
-    ) -> (TokenService, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut db = crate::config::Cli::try_parse_from(["authql"])
-            .expect("defaults")
-            .serve
-            .database;
-        db.url = format!("sqlite://{}/t.db", dir.path().display());
-        let store: Arc<dyn crate::storage::Store> = Arc::new(
-            crate::storage::SqliteStore::connect(&db)
-                .await
-                .expect("store"),
-        );
-        store.migrate().await.expect("migrate");
-        let mut cfg = cfg.clone();
-        cfg.jwt_secret = Some(crate::config::Secret::new(
-            String::from_utf8(secret.to_vec()).expect("utf-8"),
-        ));
-        let keys = Arc::new(KeyRing::load(store, &cfg).await.expect("keys"));
-        (TokenService::new(&cfg, keys, b"refresh-key".to_vec()), dir)
+    /// A token service over a fixed HS256 key (no database).
+    pub(super) fn service(cfg: &TokenConfig, secret: &[u8]) -> TokenService {
+        let clock: SharedClock = std::sync::Arc::new(crate::clock::SystemClock);
+        let key = super::super::keys::Key::hs256(secret, DateTime::<Utc>::UNIX_EPOCH).expect("key");
+        let keys = Arc::new(KeyRing::fixed(key, cfg, clock.clone()));
+        TokenService::new(cfg, keys, b"refresh-key".to_vec(), clock)
     }
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     #[tokio::test]
     async fn round_trip_and_header() {
-        let (tokens, _dir_tokens) = service(&config(), SECRET).await;
+        let tokens = service(&config(), SECRET);
         let jwt = tokens.issue_access(42, "sess", Utc::now()).expect("issue");
         let header = jsonwebtoken::decode_header(&jwt).expect("header");
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(header.alg, Algorithm::HS256);
         assert!(header.kid.is_some());
-        let (user, claims) = tokens.verify_access(&jwt).expect("valid");
+        let (user, claims) = tokens.check(&jwt).expect("valid");
         assert_eq!(user, 42);
         assert_eq!(claims.sid, "sess");
         assert_eq!(claims.exp - claims.iat, 15 * 60);
@@ -270,13 +262,10 @@ pub(super) mod tests {
     #[tokio::test]
     async fn refuses_tampering() {
         let cfg = config();
-        let (tokens, _dir_tokens) = service(&cfg, SECRET).await;
-        let (other, _dir_other) = service(&cfg, b"another-secret-another-secret-xx").await;
+        let tokens = service(&cfg, SECRET);
+        let other = service(&cfg, b"another-secret-another-secret-xx");
         let forged = other.issue_access(1, "s", Utc::now()).expect("issue");
-        assert_eq!(
-            tokens.verify_access(&forged),
-            Err(TokenRejected::UnknownKey)
-        );
+        assert_eq!(tokens.check(&forged), Err(TokenRejected::UnknownKey));
 
         // Same kid, wrong signature.
         let good = tokens.issue_access(1, "s", Utc::now()).expect("issue");
@@ -284,53 +273,47 @@ pub(super) mod tests {
         let bad_sig = URL_SAFE_NO_PAD.encode([7u8; 32]);
         parts[2] = &bad_sig;
         assert!(matches!(
-            tokens.verify_access(&parts.join(".")),
+            tokens.check(&parts.join(".")),
             Err(TokenRejected::Invalid(_))
         ));
 
         // alg: none.
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"at+jwt"}"#);
         let none = format!("{none_header}.{}.", parts[1]);
-        assert!(tokens.verify_access(&none).is_err());
+        assert!(tokens.check(&none).is_err());
 
         // Expired.
         let old = tokens
             .issue_access(1, "s", Utc::now() - chrono::Duration::hours(1))
             .expect("issue");
-        assert!(matches!(
-            tokens.verify_access(&old),
-            Err(TokenRejected::Invalid(_))
-        ));
+        assert_eq!(tokens.check(&old), Err(TokenRejected::Expired));
 
         // Wrong issuer / audience.
         let mut cfg2 = config();
         cfg2.jwt_issuer = "someone-else".into();
-        let (issuer, _dir) = service(&cfg2, SECRET).await;
+        let issuer = service(&cfg2, SECRET);
         let foreign = issuer.issue_access(1, "s", Utc::now()).expect("issue");
         assert!(matches!(
-            tokens.verify_access(&foreign),
+            tokens.check(&foreign),
             Err(TokenRejected::Invalid(_))
         ));
         let mut cfg3 = config();
         cfg3.jwt_audience = "other-app".into();
-        let (issuer, _dir) = service(&cfg3, SECRET).await;
+        let issuer = service(&cfg3, SECRET);
         let foreign = issuer.issue_access(1, "s", Utc::now()).expect("issue");
         assert!(matches!(
-            tokens.verify_access(&foreign),
+            tokens.check(&foreign),
             Err(TokenRejected::Invalid(_))
         ));
 
         // Garbage.
-        assert_eq!(
-            tokens.verify_access("not.a.jwt"),
-            Err(TokenRejected::Malformed)
-        );
-        assert_eq!(tokens.verify_access(""), Err(TokenRejected::Malformed));
+        assert_eq!(tokens.check("not.a.jwt"), Err(TokenRejected::Malformed));
+        assert_eq!(tokens.check(""), Err(TokenRejected::Malformed));
     }
 
     #[tokio::test]
     async fn refresh_tokens() {
-        let (tokens, _dir_tokens) = service(&config(), SECRET).await;
+        let tokens = service(&config(), SECRET);
         let a = tokens.new_refresh_token();
         let b = tokens.new_refresh_token();
         assert_ne!(a, b);
@@ -360,44 +343,30 @@ mod fuzz {
             .unwrap_or(2_000)
     }
 
-    fn setup() -> (
-        TokenService,
-        String,
-        tokio::runtime::Runtime,
-        tempfile::TempDir,
-    ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let cfg = crate::config::Cli::try_parse_from(["authql"])
-            .expect("defaults")
-            .serve
-            .tokens;
-        let (service, dir) = rt.block_on(tests::service(&cfg, b"0123456789abcdef0123456789abcdef"));
+    fn setup() -> (TokenService, String) {
+        let cfg = crate::config::ServeConfig::defaults().tokens;
+        let service = tests::service(&cfg, b"0123456789abcdef0123456789abcdef");
         let token = service
             .issue_access(7, "session", Utc::now())
             .expect("issue");
-        (service, token, rt, dir)
+        (service, token)
     }
-
-    use clap::Parser as _;
 
     #[test]
     fn arbitrary_strings_never_verify() {
-        let (service, _, _rt, _dir) = setup();
+        let (service, _) = setup();
         proptest!(ProptestConfig::with_cases(cases()), |(s in prop_oneof![
             any::<String>(),
             "[A-Za-z0-9_\\-]{0,60}\\.[A-Za-z0-9_\\-]{0,200}\\.[A-Za-z0-9_\\-]{0,90}",
             "eyJ[A-Za-z0-9_\\-]{0,80}\\.eyJ[A-Za-z0-9_\\-]{0,200}\\.[A-Za-z0-9_\\-]{0,90}",
         ])| {
-            prop_assert!(service.verify_access(&s).is_err());
+            prop_assert!(service.check(&s).is_err());
         });
     }
 
     #[test]
     fn any_change_to_a_valid_token_is_refused() {
-        let (service, token, _rt, _dir) = setup();
+        let (service, token) = setup();
         prop_assert_ok(&service, &token);
         let bytes = token.as_bytes().to_vec();
         proptest!(ProptestConfig::with_cases(cases()), |(index in 0..bytes.len(), byte in any::<u8>())| {
@@ -407,7 +376,7 @@ mod fuzz {
                 if let Ok(text) = String::from_utf8(changed) {
                     // base64url has unused low bits in the last character of a
                     // part; a change there can decode to the same bytes.
-                    if let Ok((user, _)) = service.verify_access(&text) {
+                    if let Ok((user, _)) = service.check(&text) {
                         prop_assert_eq!(user, 7);
                         prop_assert_eq!(decoded_parts(&text), decoded_parts(&token));
                     }
@@ -417,7 +386,7 @@ mod fuzz {
     }
 
     fn prop_assert_ok(service: &TokenService, token: &str) {
-        assert!(service.verify_access(token).is_ok());
+        assert!(service.check(token).is_ok());
     }
 
     fn decoded_parts(token: &str) -> Vec<Vec<u8>> {

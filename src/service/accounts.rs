@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 
 use super::audit::Audit;
 use super::throttle::{Action, LoginSubject, Throttle};
-use crate::auth::tokens::{is_well_formed_refresh_token, refresh_token_hash, TokenRejected};
+use crate::auth::tokens::{is_well_formed_refresh_token, refresh_token_hash};
 use crate::auth::{PasswordHasher, TokenService, Verified};
+use crate::clock::SharedClock;
 use crate::domain::account::{Car, User};
 use crate::domain::audit::EventKind;
 use crate::domain::rotation::RotationPolicy;
@@ -81,6 +82,7 @@ pub struct AccountService {
     cleanup_every: u64,
     sessions_opened: AtomicU64,
     metrics: Arc<Metrics>,
+    clock: SharedClock,
 }
 
 pub struct AccountSettings {
@@ -104,9 +106,11 @@ impl AccountService {
         tokens: TokenService,
         settings: AccountSettings,
         metrics: Arc<Metrics>,
+        clock: SharedClock,
     ) -> Self {
         Self {
-            audit: Audit::new(store.clone(), metrics.clone()),
+            audit: Audit::new(store.clone(), metrics.clone(), clock.clone()),
+            clock,
             store,
             hasher,
             tokens,
@@ -174,7 +178,7 @@ impl AccountService {
             .refused(self.hasher.slot(client), client, "password hashing queue")
             .await?;
         let hash = slot.hash(&user.password).await?;
-        let now = Utc::now();
+        let now = self.clock.now();
         let (refresh_token, session) = self.new_session(0, now);
         let account = NewAccount {
             user: &user,
@@ -292,7 +296,7 @@ impl AccountService {
             return Err(AuthError::InvalidRefreshToken);
         }
         let successor = self.tokens.successor_of(refresh_token);
-        let now = Utc::now();
+        let now = self.clock.now();
         let rotation = Rotation {
             presented_hash: refresh_token_hash(refresh_token),
             successor_hash: refresh_token_hash(&successor),
@@ -359,7 +363,7 @@ impl AccountService {
             .store
             .revoke_family(
                 &refresh_token_hash(refresh_token),
-                Utc::now(),
+                self.clock.now(),
                 &client.addr.to_string(),
             )
             .await?
@@ -379,13 +383,7 @@ impl AccountService {
         let Some(token) = bearer else {
             return Viewer::Anonymous;
         };
-        let mut verified = self.tokens.verify_access(token);
-        if verified == Err(TokenRejected::UnknownKey)
-            && self.tokens.keys().reload_after_miss().await
-        {
-            verified = self.tokens.verify_access(token);
-        }
-        match verified {
+        match self.tokens.verify(token).await {
             Ok((user_id, claims)) => Viewer::Authenticated {
                 user_id,
                 session_id: claims.sid,
@@ -423,7 +421,7 @@ impl AccountService {
         let (user, _) = self.me(viewer, false).await?;
         // Whole seconds, as `iat` is: a token issued later in this second
         // must not be refused (older ones die with their revoked sessions).
-        let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_default();
+        let now = DateTime::from_timestamp(self.clock.now().timestamp(), 0).unwrap_or_default();
         let revoked = self
             .store
             .revoke_user_sessions(user.id, now, &client.addr.to_string())
@@ -438,7 +436,7 @@ impl AccountService {
     }
 
     async fn open_session(&self, user: User, client: &Client) -> Result<SignedIn, AuthError> {
-        let (refresh_token, session) = self.new_session(user.id, Utc::now());
+        let (refresh_token, session) = self.new_session(user.id, self.clock.now());
         self.store
             .create_session(&NewSignIn {
                 session: &session,
@@ -481,8 +479,8 @@ impl AccountService {
             return;
         }
         let store = self.store.clone();
+        let now = self.clock.now();
         tokio::spawn(async move {
-            let now = Utc::now();
             let cutoffs = CleanupCutoffs {
                 now,
                 revoked_before: now - RETENTION,
@@ -498,7 +496,7 @@ impl AccountService {
 
     fn access_token(&self, user_id: i64, session_id: &str) -> Result<String, AuthError> {
         self.tokens
-            .issue_access(user_id, session_id, Utc::now())
+            .issue_access(user_id, session_id, self.clock.now())
             .map_err(AuthError::internal)
     }
 }

@@ -9,8 +9,9 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 
+use crate::clock::SharedClock;
 use crate::domain::audit::EventKind;
 use crate::domain::Client;
 use crate::metrics::Metrics;
@@ -22,11 +23,16 @@ const REFUSAL_WINDOW_MS: i64 = 60_000;
 pub struct Audit {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    clock: SharedClock,
 }
 
 impl Audit {
-    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
-        Self { store, metrics }
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, clock: SharedClock) -> Self {
+        Self {
+            store,
+            metrics,
+            clock,
+        }
     }
 
     /// Counts an event whose row the store wrote inside the transaction it
@@ -46,7 +52,7 @@ impl Audit {
     ) {
         self.metrics.security_event(kind.name());
         let event = SecurityEvent {
-            at: Utc::now(),
+            at: self.clock.now(),
             kind,
             user_id,
             client_addr: Some(client.addr.to_string()),
@@ -61,7 +67,7 @@ impl Audit {
     /// of its client bucket and minute.
     pub async fn refused(&self, client: &Client, detail: &'static str) {
         self.metrics.security_event(EventKind::RateLimited.name());
-        let now = Utc::now().timestamp_millis();
+        let now = self.clock.now().timestamp_millis();
         let refusal = Refusal {
             kind: EventKind::RateLimited,
             client_bucket: client.bucket.to_string(),

@@ -18,6 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::clock::SharedClock;
 use crate::config::{RateLimit, SecurityConfig};
 use crate::domain::throttle::{LoginDecision, LoginPolicy};
 use crate::domain::Client;
@@ -57,6 +58,7 @@ pub enum LoginSubject {
 
 pub struct Throttle {
     store: Arc<dyn Store>,
+    clock: SharedClock,
     sign_in: RateLimit,
     sign_up: RateLimit,
     refresh: RateLimit,
@@ -65,9 +67,10 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    pub fn new(store: Arc<dyn Store>, config: &SecurityConfig) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: &SecurityConfig, clock: SharedClock) -> Self {
         Self {
             store,
+            clock,
             sign_in: config.rate_sign_in,
             sign_up: config.rate_sign_up,
             refresh: config.rate_refresh,
@@ -91,7 +94,7 @@ impl Throttle {
         if limit.is_off() {
             return Ok(());
         }
-        let now = Utc::now().timestamp_millis();
+        let now = self.clock.now().timestamp_millis();
         let window = i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX);
         let start = now - now.rem_euclid(window);
         let hits = self
@@ -116,7 +119,7 @@ impl Throttle {
         subject: &LoginSubject,
         client: &Client,
     ) -> Result<(), AuthError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         match self
             .store
             .reserve_login_attempt(&streak_key(subject, client), now, &self.policy)

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, JwtAlgorithm};
 use crate::domain::account::{Car, User};
 use crate::domain::audit::EventKind;
 pub use crate::domain::rotation::RotationOutcome;
@@ -213,7 +213,7 @@ impl Refusal {
 #[derive(Debug, Clone)]
 pub struct StoredKey {
     pub kid: String,
-    pub algorithm: String,
+    pub algorithm: JwtAlgorithm,
     /// base64: the HMAC key, or the Ed25519 PKCS#8 document.
     pub material: String,
     pub created_at: DateTime<Utc>,

@@ -99,16 +99,19 @@ async fn insert_event(tx: &mut PgConnection, event: &SecurityEvent) -> Result<()
 
 #[async_trait]
 impl Store for PostgresStore {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
@@ -124,6 +127,7 @@ impl Store for PostgresStore {
         Ok(stored)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2)
@@ -136,6 +140,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn taken(
         &self,
         username_key: Option<&str>,
@@ -152,6 +157,7 @@ impl Store for PostgresStore {
         Ok(Taken { username, email })
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn insert_user(&self, account: &NewAccount<'_>) -> Result<(User, Vec<Car>), StoreError> {
         let (user, now) = (account.user, micros(account.now));
         let mut tx = self.pool.begin().await?;
@@ -217,6 +223,7 @@ impl Store for PostgresStore {
         Ok((record, cars_in_order(id, user, car_ids)))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError> {
         let row: Option<CredentialsRow> = sqlx::query_as(concat!(
             "SELECT ",
@@ -233,6 +240,7 @@ impl Store for PostgresStore {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
@@ -242,6 +250,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn session_user(
         &self,
         user_id: i64,
@@ -292,6 +301,7 @@ impl Store for PostgresStore {
         Ok(Some((user, cars)))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn revoke_user_sessions(
         &self,
         user_id: i64,
@@ -327,6 +337,7 @@ impl Store for PostgresStore {
         Ok(revoked)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<Car>, StoreError> {
         let rows: Vec<CarRow> = sqlx::query_as(
             "SELECT id, user_id, brand, model, year, color, license_plate, vin FROM cars
@@ -338,6 +349,7 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(Car::from).collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn create_session(&self, sign_in: &NewSignIn<'_>) -> Result<(), StoreError> {
         let session = sign_in.session;
         let mut tx = self.pool.begin().await?;
@@ -357,6 +369,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn rotate_refresh_token(&self, r: &Rotation) -> Result<RotationOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         let session_id: Option<SessionId> =
@@ -431,6 +444,7 @@ impl Store for PostgresStore {
         Ok(outcome)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn revoke_family(
         &self,
         token_hash: &[u8],
@@ -458,6 +472,7 @@ impl Store for PostgresStore {
         Ok(user_id)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn count_hit(&self, key: &str, window_start: DateTime<Utc>) -> Result<i64, StoreError> {
         let hits: i64 = sqlx::query_scalar(
             "INSERT INTO rate_limits (key, window_start, hits) VALUES ($1, $2, 1)
@@ -474,6 +489,7 @@ impl Store for PostgresStore {
         Ok(hits)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn reserve_login_attempt(
         &self,
         key: &str,
@@ -511,6 +527,7 @@ impl Store for PostgresStore {
         Ok(decision)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM login_failures WHERE key = $1")
             .bind(key)
@@ -519,6 +536,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO security_events (at, kind, user_id, client_addr, detail)
@@ -534,6 +552,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn record_refusal(&self, refusal: &Refusal) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO security_events (at, kind, client_addr, detail, aggregate_key)
@@ -550,6 +569,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn cleanup(&self, cutoffs: &CleanupCutoffs) -> Result<Cleanup, StoreError> {
         let CleanupCutoffs {
             now,
@@ -615,21 +635,23 @@ impl Store for PostgresStore {
         })
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT kid, algorithm, material, created_at FROM signing_keys ORDER BY created_at, kid",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(StoredKey::from).collect())
+        rows.into_iter().map(StoredKey::try_from).collect()
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO signing_keys (kid, algorithm, material, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&key.kid)
-        .bind(&key.algorithm)
+        .bind(key.algorithm.name())
         .bind(&key.material)
         .bind(key.created_at)
         .execute(&self.pool)

@@ -4,7 +4,8 @@
 use sqlx::FromRow;
 
 use super::types::{SessionId, Timestamp};
-use super::StoredKey;
+use super::{StoreError, StoredKey};
+use crate::config::JwtAlgorithm;
 use crate::domain::account::{Car, User};
 use crate::domain::rotation::TokenState;
 use crate::domain::throttle::LoginStreak;
@@ -177,13 +178,19 @@ pub(crate) struct KeyRow {
     created_at: Timestamp,
 }
 
-impl From<KeyRow> for StoredKey {
-    fn from(r: KeyRow) -> Self {
-        StoredKey {
+impl TryFrom<KeyRow> for StoredKey {
+    type Error = StoreError;
+    fn try_from(r: KeyRow) -> Result<Self, StoreError> {
+        Ok(StoredKey {
+            algorithm: JwtAlgorithm::from_name(&r.algorithm).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "key {} has an unknown algorithm {:?}",
+                    r.kid, r.algorithm
+                ))
+            })?,
             kid: r.kid,
-            algorithm: r.algorithm,
             material: r.material,
             created_at: r.created_at.0,
-        }
+        })
     }
 }

@@ -164,6 +164,16 @@ async fn make_durable(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Runs the migrations inside one `BEGIN IMMEDIATE` transaction (see
+/// [`Store::migrate`]).
+async fn migrate_locked(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    MIGRATOR.run_direct(None, &mut *tx, false).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Appends one security event inside `tx`.
 async fn insert_event(tx: &mut SqliteConnection, event: &SecurityEvent) -> Result<(), StoreError> {
     sqlx::query(
@@ -181,21 +191,23 @@ async fn insert_event(tx: &mut SqliteConnection, event: &SecurityEvent) -> Resul
 
 #[async_trait]
 impl Store for SqliteStore {
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn migrate(&self) -> Result<(), StoreError> {
-        // sqlx takes no lock on SQLite: two processes starting at once on a
-        // new file can both try the first migration, and the loser fails on
-        // "table already exists". Its retry then finds it applied.
-        if MIGRATOR.run(&self.pool).await.is_err() {
-            MIGRATOR.run(&self.pool).await?;
-        }
-        Ok(())
+        // sqlx takes no lock on SQLite, so processes starting together on a
+        // new file raced through the migrations (and a retry did not always
+        // save the loser). All of them run inside one BEGIN IMMEDIATE
+        // transaction instead: the write lock is SQLite's migration lock,
+        // the others wait on busy_timeout and then find them applied.
+        migrate_locked(&self.pool).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let inserted = sqlx::query(
@@ -217,6 +229,7 @@ impl Store for SqliteStore {
         Ok(stored)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2)
@@ -229,6 +242,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn taken(
         &self,
         username_key: Option<&str>,
@@ -245,6 +259,7 @@ impl Store for SqliteStore {
         Ok(Taken { username, email })
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn insert_user(&self, account: &NewAccount<'_>) -> Result<(User, Vec<Car>), StoreError> {
         let (user, now) = (account.user, account.now);
         let mut tx = self.pool.begin().await?;
@@ -311,6 +326,7 @@ impl Store for SqliteStore {
         Ok((record, cars_in_order(id, user, car_ids)))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn credentials(&self, login_key: &str) -> Result<Option<Credentials>, StoreError> {
         let row: Option<CredentialsRow> = sqlx::query_as(concat!(
             "SELECT ",
@@ -327,6 +343,7 @@ impl Store for SqliteStore {
         }))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
@@ -336,6 +353,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn session_user(
         &self,
         user_id: i64,
@@ -386,6 +404,7 @@ impl Store for SqliteStore {
         Ok(Some((user, cars)))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn revoke_user_sessions(
         &self,
         user_id: i64,
@@ -423,6 +442,7 @@ impl Store for SqliteStore {
         Ok(revoked)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn cars_of_users(&self, user_ids: &[i64]) -> Result<Vec<Car>, StoreError> {
         if user_ids.is_empty() {
             return Ok(Vec::new());
@@ -439,6 +459,7 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(Car::from).collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn create_session(&self, sign_in: &NewSignIn<'_>) -> Result<(), StoreError> {
         let session = sign_in.session;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -458,6 +479,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn rotate_refresh_token(&self, r: &Rotation) -> Result<RotationOutcome, StoreError> {
         let mut conn = self.pool.acquire().await?;
         // BEGIN IMMEDIATE takes the write lock before the read.
@@ -519,6 +541,7 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn revoke_family(
         &self,
         token_hash: &[u8],
@@ -548,6 +571,7 @@ impl Store for SqliteStore {
         Ok(user.map(|(id,)| id))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn count_hit(&self, key: &str, window_start: DateTime<Utc>) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
             "INSERT INTO rate_limits (key, window_start, hits) VALUES ($1, $2, 1)
@@ -563,6 +587,7 @@ impl Store for SqliteStore {
         .await?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn reserve_login_attempt(
         &self,
         key: &str,
@@ -598,6 +623,7 @@ impl Store for SqliteStore {
         Ok(decision)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM login_failures WHERE key = $1")
             .bind(key)
@@ -606,10 +632,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError> {
         insert_event(&mut *self.pool.acquire().await?, event).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn record_refusal(&self, refusal: &Refusal) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO security_events (at, kind, client_addr, detail, aggregate_key)
@@ -626,6 +654,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn cleanup(&self, cutoffs: &CleanupCutoffs) -> Result<Cleanup, StoreError> {
         let CleanupCutoffs {
             now,
@@ -691,22 +720,24 @@ impl Store for SqliteStore {
         })
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT kid, algorithm, material, created_at FROM signing_keys ORDER BY created_at, kid",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(StoredKey::from).collect())
+        rows.into_iter().map(StoredKey::try_from).collect()
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         sqlx::query(
             "INSERT INTO signing_keys (kid, algorithm, material, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&key.kid)
-        .bind(&key.algorithm)
+        .bind(key.algorithm.name())
         .bind(&key.material)
         .bind(Timestamp(key.created_at))
         .execute(&mut *conn)

@@ -583,20 +583,21 @@ crate::on_both_backends!(
 async fn revocations_are_followed_by_a_durability_barrier_on_sqlite() {
     let app = spawn_app(Backend::Sqlite).await;
     let pool = app.db_pool().await;
-    let barrier = || async {
-        sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE key = 'durable_at'")
-            .fetch_one(&pool)
-            .await
-            .expect("the generated keys were made durable")
-            .parse::<i64>()
-            .expect("millis")
-    };
-    let before = barrier().await;
     let rt = app.sign_up("durable").await["refreshToken"]
         .as_str()
         .expect("rt")
         .to_owned();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // The generated keys wrote the barrier row at start; remove it, so only
+    // the revocation can write it again.
+    sqlx::query("DELETE FROM settings WHERE key = 'durable_at'")
+        .execute(&pool)
+        .await
+        .expect("delete");
     assert_eq!(app.revoke(&rt).await["data"]["revokeToken"], true);
-    assert!(barrier().await > before, "revokeToken made durable");
+    let barrier: Option<String> =
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = 'durable_at'")
+            .fetch_optional(&pool)
+            .await
+            .expect("read");
+    assert!(barrier.is_some(), "revokeToken made durable");
 }

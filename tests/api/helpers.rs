@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use authql::config::{Cli, RateLimit, ServeConfig};
+pub use authql::clock::ManualClock;
+use authql::clock::{SharedClock, SystemClock};
+use authql::config::{RateLimit, ServeConfig};
 use authql::App;
-use clap::Parser as _;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -127,19 +128,9 @@ pub struct TestApp {
 }
 
 pub fn base_config(db: &TestDatabase) -> ServeConfig {
-    let cli = Cli::try_parse_from([
-        "authql",
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--database-url",
-        &db.url,
-    ])
-    .expect("test config parses");
-    let mut config = match cli.command {
-        Some(authql::config::Command::Serve(config)) => *config,
-        _ => unreachable!("serve subcommand"),
-    };
+    let mut config = ServeConfig::defaults();
+    config.bind = "127.0.0.1:0".parse().expect("addr");
+    config.database.url = db.url.clone();
     // Every test client shares 127.0.0.1: per-address limits are switched on
     // only by the tests about them.
     config.security.rate_sign_in = RateLimit::OFF;
@@ -151,6 +142,21 @@ pub fn base_config(db: &TestDatabase) -> ServeConfig {
     config
 }
 
+/// `TEST_LOG=1` shows the servers' logs (filter: `AUTHQL_LOG`, else
+/// `info`); without it tests run quiet.
+fn init_test_log() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let filter = std::env::var("AUTHQL_LOG").unwrap_or_else(|_| "info".into());
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_with(backend, |_| {}).await
 }
@@ -160,9 +166,28 @@ pub async fn spawn_with(backend: Backend, customize: impl FnOnce(&mut ServeConfi
 }
 
 pub async fn spawn_on(db: Arc<TestDatabase>, customize: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    spawn_on_clock(db, Arc::new(SystemClock), customize).await
+}
+
+/// A server whose services read time from `clock`: tests move a
+/// [`ManualClock`] instead of sleeping through expiries and waits.
+pub async fn spawn_with_clock(
+    backend: Backend,
+    clock: Arc<ManualClock>,
+    customize: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
+    spawn_on_clock(TestDatabase::new(backend).await, clock, customize).await
+}
+
+pub async fn spawn_on_clock(
+    db: Arc<TestDatabase>,
+    clock: SharedClock,
+    customize: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
+    init_test_log();
     let mut config = base_config(&db);
     customize(&mut config);
-    let app = App::build(config).await.expect("app builds");
+    let app = App::build_with(config, clock).await.expect("app builds");
     let addr = app.local_addr();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
@@ -370,7 +395,23 @@ pub fn field_codes(body: &Value) -> Vec<(String, String)> {
 
 /// No response may carry a password hash or internals.
 pub fn assert_no_secrets(body: &Value) {
-    let text = body.to_string();
+    // Tokens are random base64 and may spell anything ("sqlx" included).
+    fn without_tokens(value: &Value) -> Value {
+        match value {
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| match k.as_str() {
+                        "accessToken" | "refreshToken" => (k.clone(), Value::Null),
+                        _ => (k.clone(), without_tokens(v)),
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(without_tokens).collect()),
+            other => other.clone(),
+        }
+    }
+    let text = without_tokens(body).to_string();
     for needle in [
         "$argon2",
         "password_hash",

@@ -119,7 +119,8 @@ async fn forwarded_for_is_ignored_without_trusted_proxies(backend: Backend) {
 }
 
 async fn failed_sign_ins_back_off_per_login_and_address(backend: Backend) {
-    let app = spawn_with(backend, |c| {
+    let clock = ManualClock::starting_now();
+    let app = spawn_with_clock(backend, clock.clone(), |c| {
         c.security.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
     })
     .await;
@@ -154,7 +155,7 @@ async fn failed_sign_ins_back_off_per_login_and_address(backend: Backend) {
     .await;
     assert!(owner["errors"].is_null(), "{owner}");
     // After the wait, the next failure doubles it.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(Duration::from_millis(1100));
     let body = gql_from(
         &app,
         attacker,
@@ -171,7 +172,7 @@ async fn failed_sign_ins_back_off_per_login_and_address(backend: Backend) {
     )
     .await;
     assert_eq!(retry_after(&blocked), 2);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    clock.advance(Duration::from_millis(2100));
     // A success ends the streak.
     let ok = gql_from(
         &app,
@@ -247,15 +248,16 @@ async fn sign_out_everywhere_ends_every_session(backend: Backend) {
 }
 
 async fn expired_and_revoked_sessions_are_cleaned_up(backend: Backend) {
-    let app = spawn_with(backend, |c| {
-        c.tokens.refresh_ttl = Duration::from_secs(1);
+    let clock = ManualClock::starting_now();
+    let app = spawn_with_clock(backend, clock.clone(), |c| {
         c.security.cleanup_every = 1;
     })
     .await;
     for i in 0..5 {
         app.sign_up(&format!("temp{i}")).await;
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Past the 30-day refresh lifetime.
+    clock.advance(Duration::from_secs(31 * 24 * 3600));
     // This sign-in's session is fresh; the cleanup it triggers removes the rest.
     app.create_token("temp0", PASSWORD).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -281,18 +281,19 @@ async fn revoke_is_idempotent_and_ends_the_session(backend: Backend) {
 }
 
 async fn expired_tokens_are_refused(backend: Backend) {
-    let app = spawn_with(backend, |c| {
-        c.tokens.access_ttl = Duration::from_secs(1);
-        c.tokens.refresh_ttl = Duration::from_secs(1);
-    })
-    .await;
+    let clock = ManualClock::starting_now();
+    let app = spawn_with_clock(backend, clock.clone(), |_| {}).await;
     let payload = app.sign_up("shortlived").await;
-    assert_eq!(payload["expiresIn"], 1);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(payload["expiresIn"], 900);
+    // The access token lives 15 minutes (to the second), the refresh token 30 days.
+    clock.advance(Duration::from_secs(900));
+    assert!(app.me(token_str(&payload["accessToken"])).await["errors"].is_null());
+    clock.advance(Duration::from_secs(1));
     assert_eq!(
         error_code(&app.me(token_str(&payload["accessToken"])).await),
         "UNAUTHENTICATED"
     );
+    clock.advance(Duration::from_secs(30 * 24 * 3600));
     assert_eq!(
         error_code(&app.refresh(token_str(&payload["refreshToken"])).await),
         "INVALID_REFRESH_TOKEN"
@@ -300,19 +301,20 @@ async fn expired_tokens_are_refused(backend: Backend) {
 }
 
 async fn sessions_end_at_their_absolute_lifetime_however_often_refreshed(backend: Backend) {
-    let lifetime = Duration::from_secs(4);
-    let app = spawn_with(backend, |c| c.tokens.session_max_lifetime = lifetime).await;
-    let started = std::time::Instant::now();
+    const DAY: u64 = 24 * 3600;
+    let clock = ManualClock::starting_now();
+    let app = spawn_with_clock(backend, clock.clone(), |_| {}).await;
     let mut rt = token_str(&app.sign_up("bounded").await["refreshToken"]).to_owned();
-    // Rotations inside the lifetime work...
-    for _ in 0..2 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    // Rotations every 20 days keep the 30-day inactivity timeout at bay...
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(20 * DAY));
         let body = app.refresh(&rt).await;
+        assert!(body["errors"].is_null(), "{body}");
         rt = token_str(&body["data"]["refreshToken"]["refreshToken"]).to_owned();
     }
-    // ...but do not extend it past the absolute end.
-    tokio::time::sleep((lifetime + Duration::from_millis(300)).saturating_sub(started.elapsed()))
-        .await;
+    // ...but the last successor (day 80) expires with the session at day 90,
+    // not 30 days later: no rotation extends the absolute lifetime.
+    clock.advance(Duration::from_secs(10 * DAY + 1));
     assert_eq!(error_code(&app.refresh(&rt).await), "INVALID_REFRESH_TOKEN");
 }
 
