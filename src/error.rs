@@ -8,8 +8,22 @@
 use async_graphql::ErrorExtensions;
 use serde::Serialize;
 
-/// `extensions.code` of errors raised by the GraphQL engine itself.
+// Every `extensions.code` authql answers with (API.md's table, plus the
+// HTTP-level ones). Nowhere else spells them.
+
+/// Input breaks a rule; `extensions.fields` lists every broken rule.
+pub const VALIDATION: &str = "VALIDATION";
+/// A signed-in call without a valid access token of a live session.
+pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+/// Unknown login or wrong password (one answer for both).
+pub const INVALID_CREDENTIALS: &str = "INVALID_CREDENTIALS";
+/// A refresh token that is malformed, expired, revoked, reused or unknown.
+pub const INVALID_REFRESH_TOKEN: &str = "INVALID_REFRESH_TOKEN";
+/// Too many attempts; `extensions.retryAfter` says after how many seconds.
+pub const RATE_LIMITED: &str = "RATE_LIMITED";
+/// A document that does not parse.
 pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+/// A document that is invalid or over a limit.
 pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 /// An HTTP request that is not a GraphQL request at all (HTTP 400/405/408,
 /// 413/414/431).
@@ -21,18 +35,23 @@ pub const INTERNAL: &str = "INTERNAL";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// Input breaks one or more rules; every broken rule is listed.
+    /// `VALIDATION`, with every broken rule in `extensions.fields`.
     #[error("invalid input")]
     Validation(Vec<FieldError>),
+    /// `UNAUTHENTICATED`.
     #[error("not signed in: a valid access token is required")]
     Unauthenticated,
-    /// Unknown login and wrong password alike: the detail stays in the log.
+    /// `INVALID_CREDENTIALS`: unknown login and wrong password alike; the
+    /// detail stays in the log.
     #[error("invalid login or password")]
     InvalidCredentials,
+    /// `INVALID_REFRESH_TOKEN`.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
+    /// `RATE_LIMITED`, with `extensions.retryAfter`.
     #[error("too many attempts; retry after {retry_after_secs} seconds")]
     RateLimited { retry_after_secs: u64 },
+    /// `INTERNAL`: logged in full, shown as "internal error" only.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -40,12 +59,12 @@ pub enum AuthError {
 impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Validation(_) => "VALIDATION",
-            Self::Unauthenticated => "UNAUTHENTICATED",
-            Self::InvalidCredentials => "INVALID_CREDENTIALS",
-            Self::InvalidRefreshToken => "INVALID_REFRESH_TOKEN",
-            Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Internal(_) => "INTERNAL",
+            Self::Validation(_) => VALIDATION,
+            Self::Unauthenticated => UNAUTHENTICATED,
+            Self::InvalidCredentials => INVALID_CREDENTIALS,
+            Self::InvalidRefreshToken => INVALID_REFRESH_TOKEN,
+            Self::RateLimited { .. } => RATE_LIMITED,
+            Self::Internal(_) => INTERNAL,
         }
     }
 

@@ -28,6 +28,19 @@ use crate::service::AccountService;
 
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
 
+/// Data the HTTP layer or the schema put in every request. Missing, it is
+/// our bug, and answered as one (`INTERNAL`, logged): every error a
+/// resolver raises carries its code, so the uncoded ones the engine raises
+/// during execution are the client's (input that fails coercion).
+pub(crate) fn request_data<'a, T: std::any::Any + Send + Sync>(
+    ctx: &async_graphql::Context<'a>,
+) -> async_graphql::Result<&'a T> {
+    use async_graphql::ErrorExtensions as _;
+    ctx.data::<T>().map_err(|e| {
+        crate::error::AuthError::internal(anyhow::anyhow!("request data: {}", e.message)).extend()
+    })
+}
+
 /// Root fields that each make one credential attempt: at most one of them per
 /// document, so aliases cannot multiply guesses.
 pub const CREDENTIAL_MUTATIONS: [&str; 3] = ["signUp", "createToken", "refreshToken"];

@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use super::request_data;
 use async_graphql::{Context, ErrorExtensions as _, Object, Result};
 
 use super::types::{AuthPayload, CreateTokenInput, SignUpInput};
@@ -81,7 +82,7 @@ impl Mutation {
 
 /// The account service and the caller, from the request data.
 fn services<'a>(ctx: &Context<'a>) -> Result<(&'a Arc<AccountService>, Client)> {
-    let accounts = ctx.data::<Arc<AccountService>>()?;
-    let client = *ctx.data::<Client>()?;
+    let accounts = request_data::<Arc<AccountService>>(ctx)?;
+    let client = *request_data::<Client>(ctx)?;
     Ok((accounts, client))
 }

@@ -1,6 +1,8 @@
 //! Per-request policy as an async-graphql extension:
-//! - codes the engine's own errors (`GRAPHQL_PARSE_FAILED`,
-//!   `GRAPHQL_VALIDATION_FAILED`);
+//! - codes the engine's errors by the phase they came from: parsing
+//!   (`GRAPHQL_PARSE_FAILED`), validation, operation selection and input
+//!   coercion during execution (`GRAPHQL_VALIDATION_FAILED`; resolvers'
+//!   own errors, `INTERNAL` included, always carry their code);
 //! - records request count and latency per root operation;
 //! - keeps introspection to the types the schema uses: async-graphql lists
 //!   every built-in scalar, `schema.graphql` (like graphql-js) only the
@@ -56,7 +58,15 @@ struct PolicyExtension {
 impl Extension for PolicyExtension {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let started = Instant::now();
-        let response = next.run(ctx).await;
+        let mut response = next.run(ctx).await;
+        // What is still uncoded is the engine's verdict on the request: an
+        // unknown operation name, or an argument that fails coercion during
+        // execution (e.g. `cars: "x"`).
+        for error in &mut response.errors {
+            if !has_code(error) {
+                *error = with_code(error.clone(), GRAPHQL_VALIDATION_FAILED);
+            }
+        }
         let label = lock(&self.operation)
             .clone()
             .unwrap_or_else(|| "invalid".to_owned());
@@ -138,6 +148,13 @@ fn hide_unused_scalars(value: Value) -> Value {
         one if is_unused(&one) => Value::Null,
         other => other,
     }
+}
+
+fn has_code(error: &ServerError) -> bool {
+    error
+        .extensions
+        .as_ref()
+        .is_some_and(|ext| ext.get("code").is_some())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use super::request_data;
 use async_graphql::{Context, ErrorExtensions as _, Object, Result};
 
 use super::types::User;
@@ -12,7 +13,7 @@ impl Query {
     /// The signed-in user. Needs `Authorization: Bearer <accessToken>`;
     /// without a valid access token: error code UNAUTHENTICATED.
     async fn me(&self, ctx: &Context<'_>) -> Result<User> {
-        let accounts = ctx.data::<Arc<AccountService>>()?;
+        let accounts = request_data::<Arc<AccountService>>(ctx)?;
         let viewer = ctx.data_opt::<Viewer>().unwrap_or(&Viewer::Anonymous);
         // Asked for cars too: one query for both instead of two round trips.
         let with_cars = ctx.look_ahead().field("cars").exists();

@@ -1,6 +1,7 @@
 //! GraphQL object and input types, and their conversion from and to the
 //! service's types.
 
+use super::request_data;
 use async_graphql::{
     ComplexObject, Context, InputObject, InputValueError, InputValueResult, Result, Scalar,
     ScalarType, SimpleObject, Value, ID,
@@ -65,7 +66,7 @@ impl User {
         if let Some(cars) = &self.cars {
             return Ok(cars.clone());
         }
-        let loader = ctx.data::<async_graphql::dataloader::DataLoader<CarLoader>>()?;
+        let loader = request_data::<async_graphql::dataloader::DataLoader<CarLoader>>(ctx)?;
         let cars = loader.load_one(self.key).await?.unwrap_or_default();
         Ok(cars.into_iter().map(Car::from).collect())
     }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{graphiql, http_error, AppState};
 use crate::domain::client::{client_address, Client};
-use crate::error::{with_code, BAD_REQUEST, GRAPHQL_VALIDATION_FAILED, INTERNAL};
+use crate::error::{with_code, BAD_REQUEST};
 use crate::graphql::{CarLoader, Refusal};
 use crate::service::Viewer;
 
@@ -214,27 +214,8 @@ async fn execute(
             CarLoader::new(state.accounts.clone()),
             tokio::spawn,
         ));
-    let mut response = state.schema.execute(request).await;
-    // Errors the engine raised without a code: before execution they are
-    // document problems, during it they are ours to hide.
-    let executed = !matches!(response.data, async_graphql::Value::Null);
-    for error in &mut response.errors {
-        let has_code = error
-            .extensions
-            .as_ref()
-            .is_some_and(|ext| ext.get("code").is_some());
-        if has_code {
-            continue;
-        }
-        if executed {
-            tracing::error!(message = %error.message, "uncoded error during execution");
-            error.message = "internal error".to_owned();
-            *error = with_code(error.clone(), INTERNAL);
-        } else {
-            *error = with_code(error.clone(), GRAPHQL_VALIDATION_FAILED);
-        }
-    }
-    Json(response).into_response()
+    // Every error comes out of the engine coded (graphql::RequestPolicy).
+    Json(state.schema.execute(request).await).into_response()
 }
 
 /// The answer to a document refused before execution: `data` is null and

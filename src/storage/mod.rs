@@ -29,17 +29,23 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub(crate) use types::{SessionId, Timestamp};
 
+/// What storage reports. Services turn `Conflict` into the field errors it
+/// means (`TAKEN`); every other variant becomes `INTERNAL`, its detail only
+/// in the log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique index refused the write (username or e-mail already taken).
     #[error("unique constraint violated")]
     Conflict,
+    /// The pool timed out or the connection broke (the database is down).
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// Any other database error.
     #[error(transparent)]
     Database(sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value authql cannot read back.
     #[error("{0}")]
     Corrupt(String),
 }

@@ -80,6 +80,19 @@ async fn engine_errors_carry_apollo_codes(backend: Backend) {
         .gql(SIGN_UP, json!({ "input": { "username": 5 } }))
         .await;
     assert_eq!(error_code(&bad_variable), "GRAPHQL_VALIDATION_FAILED");
+    // Input that fails coercion only while executing is still the client's.
+    let bad_cars = app
+        .gql(
+            SIGN_UP,
+            json!({ "input": { "username": "coerced", "password": PASSWORD, "cars": "x" } }),
+        )
+        .await;
+    assert_eq!(
+        error_code(&bad_cars),
+        "GRAPHQL_VALIDATION_FAILED",
+        "{bad_cars}"
+    );
+    assert_eq!(app.count("users").await, 0);
     let no_operation = app
         .client
         .post(app.url("/graphql"))
