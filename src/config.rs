@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::domain::Secret;
+
 /// The command line of the `authql` binary.
 #[derive(Debug, Parser)]
 #[command(name = "authql", version, about = "GraphQL user-and-auth server")]
@@ -490,16 +492,24 @@ impl ServeConfig {
         {
             return Err("AUTHQL_HASH_CONCURRENCY, AUTHQL_HASH_QUEUE, AUTHQL_HASH_QUEUE_PER_CLIENT and AUTHQL_DB_MAX_CONNECTIONS must be positive".into());
         }
+        self.passwords.argon2_params()?;
+        Ok(())
+    }
+}
+
+impl PasswordConfig {
+    /// The argon2id parameters, or why they are invalid (the one place they
+    /// are built: start-up validation and the hasher both ask here).
+    pub fn argon2_params(&self) -> Result<argon2_rust::Params, String> {
         argon2_rust::Params::builder()
             .memory(argon2_rust::params::Memory::kib(u64::from(
-                self.passwords.argon2_memory_kib,
+                self.argon2_memory_kib,
             )))
-            .passes(self.passwords.argon2_iterations)
-            .lanes(self.passwords.argon2_parallelism)
-            .threads(self.passwords.argon2_parallelism)
+            .passes(self.argon2_iterations)
+            .lanes(self.argon2_parallelism)
+            .threads(self.argon2_parallelism)
             .build()
-            .map_err(|e| format!("invalid argon2 parameters: {e:?}"))?;
-        Ok(())
+            .map_err(|e| format!("invalid argon2 parameters: {e:?}"))
     }
 }
 
@@ -529,32 +539,6 @@ fn check_origin(origin: &str) -> Result<(), String> {
         _ => Err(format!(
             "AUTHQL_CORS_ORIGINS: {origin:?} is not an origin (scheme://host[:port], e.g. https://app.example.com)"
         )),
-    }
-}
-
-/// A secret string whose `Debug` never shows it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
     }
 }
 

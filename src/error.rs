@@ -6,7 +6,8 @@
 //! "internal error" only.
 
 use async_graphql::ErrorExtensions;
-use serde::Serialize;
+
+pub use crate::domain::field::{FieldCode, FieldError};
 
 // Every `extensions.code` authql answers with (API.md's table, plus the
 // HTTP-level ones). Nowhere else spells them.
@@ -101,36 +102,4 @@ pub fn with_code(mut err: async_graphql::ServerError, code: &str) -> async_graph
     ext.set("code", code);
     err.extensions = Some(ext);
     err
-}
-
-/// One broken rule of one input field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    /// The input field's GraphQL name, e.g. `email` or `cars[2].vin`.
-    pub field: String,
-    pub code: FieldCode,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, code: FieldCode, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum FieldCode {
-    FieldMissing,
-    Invalid,
-    TooShort,
-    TooLong,
-    OutOfRange,
-    Taken,
-    TooCommon,
-    TooSimilar,
 }

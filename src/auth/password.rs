@@ -16,7 +16,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use argon2_rust::{Algorithm, Argon2, Params, Version};
+use argon2_rust::{Algorithm, Argon2, Version};
 use ipnet::IpNet;
 use rand::RngCore as _;
 
@@ -112,15 +112,7 @@ fn verify_phc(current: &Argon2, password: &[u8], phc: &str) -> Result<Verified, 
 
 impl PasswordHasher {
     pub fn new(config: &PasswordConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let params = Params::builder()
-            .memory(argon2_rust::params::Memory::kib(u64::from(
-                config.argon2_memory_kib,
-            )))
-            .passes(config.argon2_iterations)
-            .lanes(config.argon2_parallelism)
-            .threads(config.argon2_parallelism)
-            .build()
-            .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e:?}"))?;
+        let params = config.argon2_params().map_err(anyhow::Error::msg)?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = hash_phc(&argon2, b"authql dummy password")
             .map_err(|e| anyhow::anyhow!("argon2 self-test failed: {e}"))?;

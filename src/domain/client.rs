@@ -25,6 +25,8 @@ pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 pub struct Client {
     pub addr: IpAddr,
     pub bucket: IpNet,
+    /// Built by [`Client::new`] only, so the bucket always fits the address.
+    _checked: super::Checked,
 }
 
 impl Client {
@@ -33,6 +35,7 @@ impl Client {
         Self {
             addr,
             bucket: bucket(addr, ipv6_prefix),
+            _checked: super::Checked(()),
         }
     }
 }

@@ -7,14 +7,18 @@
 pub mod account;
 pub mod audit;
 pub mod client;
+pub mod field;
 pub mod password;
 pub mod rotation;
+pub mod secret;
 pub mod sign_in;
 pub mod sign_up;
 pub mod throttle;
 
 pub use client::Client;
+pub use field::{FieldCode, FieldError};
 pub use password::{Password, PasswordPolicy};
+pub use secret::Secret;
 pub use sign_in::{SignIn, SignInForm};
 pub use sign_up::{CarForm, NewCar, NewUser, SignUpForm, SignUpRules};
 
@@ -28,6 +32,11 @@ pub fn match_key(value: &str) -> String {
     let normalized: String = value.trim().nfkc().collect();
     caseless::default_case_fold_str(&normalized)
 }
+
+/// A field only this module's rules can set: a struct that holds one can
+/// be read anywhere but built only by the validation that checked it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Checked(());
 
 /// Control characters (`\0`, `\n`, escape, ...) belong in no text authql
 /// stores or matches; NUL cannot even be stored by PostgreSQL.

@@ -4,9 +4,8 @@
 //! No composition rules (NIST advises against them).
 
 use std::collections::HashSet;
-use std::fmt;
 
-use crate::error::FieldCode;
+use super::FieldCode;
 
 pub const MIN_CHARS: usize = 8;
 pub const MAX_CHARS: usize = 256;
@@ -16,24 +15,8 @@ const MAX_SIMILARITY: f64 = 0.7;
 /// 19,640 common passwords, lower-cased (see data/README.md for the source).
 const COMMON_PASSWORDS: &str = include_str!("../../data/common-passwords.txt");
 
-/// A password exactly as the user typed it. `Debug` never shows it.
-#[derive(Clone)]
-pub struct Password(String);
-
-impl Password {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password([redacted])")
-    }
-}
+/// A password exactly as the user typed it: never trimmed, never logged.
+pub type Password = super::Secret;
 
 pub struct PasswordPolicy {
     common: HashSet<&'static str>,

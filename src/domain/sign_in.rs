@@ -3,8 +3,8 @@
 
 use super::password::MAX_CHARS as PASSWORD_MAX;
 use super::sign_up::{EMAIL_MAX, USERNAME_MAX};
-use super::{has_control_chars, match_key, Password};
-use crate::error::{FieldCode, FieldError};
+use super::{has_control_chars, match_key, Checked, Password};
+use super::{FieldCode, FieldError};
 
 /// Longest login: a username or an e-mail address, whichever may be longer.
 pub const LOGIN_MAX: usize = if EMAIL_MAX > USERNAME_MAX {
@@ -28,6 +28,7 @@ pub struct SignIn {
     /// the same answer and work as any other.
     pub login_key: Option<String>,
     pub password: Password,
+    _checked: Checked,
 }
 
 impl SignInForm {
@@ -69,6 +70,7 @@ impl SignInForm {
         Ok(SignIn {
             login_key: (!has_control_chars(&self.login)).then(|| match_key(&self.login)),
             password: self.password,
+            _checked: Checked(()),
         })
     }
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use chrono::Datelike;
 use email_address::EmailAddress;
 
-use super::{has_control_chars, match_key, Password, PasswordPolicy};
-use crate::error::{FieldCode, FieldError};
+use super::{has_control_chars, match_key, Checked, Password, PasswordPolicy};
+use super::{FieldCode, FieldError};
 
 pub const USERNAME_MIN: usize = 3;
 pub const USERNAME_MAX: usize = 150;
@@ -33,12 +33,6 @@ pub struct SignUpForm {
     pub surname: Option<String>,
     pub second_name: Option<String>,
     pub cars: Option<Vec<CarForm>>,
-}
-
-impl Default for Password {
-    fn default() -> Self {
-        Password::new(String::new())
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -64,6 +58,7 @@ pub struct NewUser {
     pub surname: Option<String>,
     pub second_name: Option<String>,
     pub cars: Vec<NewCar>,
+    _checked: Checked,
 }
 
 impl NewUser {
@@ -90,6 +85,7 @@ pub struct NewCar {
     pub color: Option<String>,
     pub license_plate: Option<String>,
     pub vin: Option<String>,
+    _checked: Checked,
 }
 
 /// What the rules depend on besides the form itself.
@@ -178,6 +174,7 @@ impl SignUpForm {
             surname,
             second_name,
             cars,
+            _checked: Checked(()),
         })
     }
 }
@@ -389,6 +386,7 @@ fn check_car(i: usize, car: CarForm, next_year: i32, problems: &mut Problems) ->
         color,
         license_plate,
         vin,
+        _checked: Checked(()),
     })
 }
 
