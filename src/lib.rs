@@ -12,9 +12,9 @@ pub mod auth;
 pub mod clock;
 /// One `Config` from flags and `AUTHQL_*` variables; secrets redacted in `Debug`.
 pub mod config;
-/// Validated input newtypes and the sign-up rules.
+/// Validated input, read models and the pure decisions (rotation, back-off).
 pub mod domain;
-/// The one public error type and its `extensions.code` table.
+/// The one public error type and the table of every `extensions.code`.
 pub mod error;
 /// The GraphQL schema: thin resolvers, DataLoader, request policy.
 pub mod graphql;
