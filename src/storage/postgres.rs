@@ -258,6 +258,10 @@ impl Store for PostgresStore {
         issued_at: DateTime<Utc>,
         with_cars: bool,
     ) -> Result<Option<(User, Option<Vec<Car>>)>, StoreError> {
+        // Not a session id at all: no such session (as on SQLite).
+        if uuid::Uuid::parse_str(session_id).is_err() {
+            return Ok(None);
+        }
         let sql = if with_cars {
             concat!(
                 "SELECT ",
@@ -480,7 +484,7 @@ impl Store for PostgresStore {
                  hits = CASE WHEN rate_limits.window_start = excluded.window_start
                              THEN rate_limits.hits + 1 ELSE 1 END,
                  window_start = excluded.window_start
-             RETURNING hits",
+             RETURNING hits::bigint",
         )
         .bind(key)
         .bind(window_start)
@@ -503,7 +507,7 @@ impl Store for PostgresStore {
         let stored: LoginStreak = sqlx::query_as::<_, StreakRow>(
             "INSERT INTO login_failures (key, failures, updated_at) VALUES ($1, 0, $2)
              ON CONFLICT (key) DO UPDATE SET key = excluded.key
-             RETURNING failures, blocked_until, updated_at",
+             RETURNING failures::bigint AS failures, blocked_until, updated_at",
         )
         .bind(key)
         .bind(now)

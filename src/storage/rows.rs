@@ -151,7 +151,8 @@ macro_rules! token_state_query {
 }
 pub(crate) use token_state_query;
 
-/// A row of `login_failures`.
+/// A row of `login_failures` (PostgreSQL keeps the count as INTEGER and
+/// casts it, so instances of different versions can share a database).
 #[derive(FromRow)]
 pub(crate) struct StreakRow {
     failures: i64,

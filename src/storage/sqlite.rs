@@ -165,7 +165,9 @@ async fn make_durable(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 }
 
 /// Runs the migrations inside one `BEGIN IMMEDIATE` transaction (see
-/// [`Store::migrate`]).
+/// [`Store::migrate`]). Every migration must be transactional for that: a
+/// test keeps `-- no-transaction` ones out (PRAGMA foreign_keys, VACUUM and
+/// the like would be ignored or fail inside it).
 async fn migrate_locked(pool: &SqlitePool) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
@@ -744,5 +746,13 @@ impl Store for SqliteStore {
         .await?;
         make_durable(&mut conn).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_migration_runs_inside_the_migration_lock() {
+        assert!(super::MIGRATOR.iter().all(|m| !m.no_tx));
     }
 }

@@ -113,6 +113,14 @@ async fn me_refuses_every_kind_of_bad_access_token(backend: Backend) {
             sign(&header, &with("nbf", json!(now + 600)), SECRET.as_bytes()),
         ),
         (
+            "a sid that is no session id",
+            sign(
+                &header,
+                &with("sid", json!("not-a-uuid")),
+                SECRET.as_bytes(),
+            ),
+        ),
+        (
             // Would outlive a later sign-out everywhere ("tokens valid after").
             "issued in the future",
             sign(&header, &with("iat", json!(now + 600)), SECRET.as_bytes()),
