@@ -89,7 +89,7 @@ fn micro(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let request = async_graphql::Request::new(ME)
                 .data(viewer.clone())
-                .data(client)
+                .data(client.clone())
                 .data(DataLoader::new(
                     CarLoader::new(services.accounts.clone()),
                     tokio::spawn,

@@ -79,6 +79,7 @@ impl Services {
             &config.limits,
             config.introspection,
             metrics.clone(),
+            config.public_base(),
         );
         Ok(Self {
             store,
@@ -140,6 +141,8 @@ impl App {
                 ipv6_prefix: config.security.ipv6_prefix,
                 max_document_bytes: config.limits.max_document_bytes,
                 max_body_bytes: config.limits.max_body_bytes,
+                max_upload_bytes: config.limits.max_upload_bytes,
+                uploads: Arc::new(tokio::sync::Semaphore::new(config.limits.max_uploads)),
                 body_timeout: config.http.body_timeout,
             },
             &RouterConfig {

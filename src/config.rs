@@ -130,6 +130,11 @@ pub struct ServeConfig {
     #[arg(long, env = "AUTHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub introspection: bool,
 
+    /// Where clients reach authql, e.g. `https://auth.example.com`: avatar
+    /// URLs are absolute with it, relative (`/avatars/...`) without.
+    #[arg(long, env = "AUTHQL_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Skip applying migrations at start (run `authql migrate` instead).
     #[arg(long, env = "AUTHQL_NO_MIGRATE")]
     pub no_migrate: bool,
@@ -271,6 +276,10 @@ pub struct SecurityConfig {
     /// revokeToken calls per client address per window.
     #[arg(long, env = "AUTHQL_RATE_REVOKE", default_value = "300/5m")]
     pub rate_revoke: RateLimit,
+    /// Account changes (updateProfile, cars, changePassword, sessions,
+    /// avatar, deleteAccount) per client address per window, together.
+    #[arg(long, env = "AUTHQL_RATE_ACCOUNT", default_value = "100/5m")]
+    pub rate_account: RateLimit,
     /// Consecutive failed sign-ins for one login from one address before each
     /// further attempt must wait (1s, doubling per failure).
     #[arg(long, env = "AUTHQL_LOGIN_FREE_FAILURES", default_value_t = 5)]
@@ -408,9 +417,26 @@ pub struct LimitsConfig {
     /// Most root fields (aliases included) in one operation.
     #[arg(long, env = "AUTHQL_MAX_ROOT_FIELDS", default_value_t = 20)]
     pub max_root_fields: usize,
+    /// Largest accepted multipart (file upload) request body in bytes
+    /// (larger: HTTP 413). Above the 5 MiB an avatar may have, so that a
+    /// file too large is told so by the `file` field's rules.
+    #[arg(long, env = "AUTHQL_MAX_UPLOAD_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+    /// Most upload bodies held in memory at once (further ones: HTTP 429).
+    #[arg(long, env = "AUTHQL_MAX_UPLOADS", default_value_t = 8)]
+    pub max_uploads: usize,
 }
 
 impl ServeConfig {
+    /// What avatar URLs start with: `AUTHQL_PUBLIC_URL` without a trailing
+    /// slash, or nothing (relative URLs).
+    pub fn public_base(&self) -> String {
+        self.public_url
+            .as_deref()
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .unwrap_or_default()
+    }
+
     /// Every setting at its default, whatever the environment holds: what
     /// tests, benchmarks and tools start from before setting what they need.
     pub fn defaults() -> Self {
@@ -463,6 +489,19 @@ impl ServeConfig {
         }
         if self.http.max_connections == 0 {
             return Err("AUTHQL_MAX_CONNECTIONS must be positive".into());
+        }
+        if self.limits.max_uploads == 0 {
+            return Err("AUTHQL_MAX_UPLOADS must be positive".into());
+        }
+        if let Some(url) = &self.public_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.trim_end_matches('/').is_empty() || r.contains(['?', '#'])) {
+                return Err(format!(
+                    "AUTHQL_PUBLIC_URL={url:?} must be an http(s) URL such as https://auth.example.com"
+                ));
+            }
         }
         for (name, value) in [
             ("AUTHQL_HTTP_HEADER_TIMEOUT", self.http.header_timeout),

@@ -29,7 +29,8 @@ pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 /// An HTTP request that is not a GraphQL request at all (HTTP 400/405/408,
 /// 413/414/431).
 pub const BAD_REQUEST: &str = "BAD_REQUEST";
-/// An unknown path (HTTP 404).
+/// An unknown path (HTTP 404), or none of the caller's cars or sessions
+/// has the id given (the `NotFound` result).
 pub const NOT_FOUND: &str = "NOT_FOUND";
 /// Anything unexpected; the message says only "internal error".
 pub const INTERNAL: &str = "INTERNAL";
@@ -49,6 +50,10 @@ pub enum AuthError {
     /// `INVALID_REFRESH_TOKEN`.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
+    /// `NOT_FOUND`: the signed-in user has no such thing (another user's
+    /// is not theirs either, and is never told apart).
+    #[error("no such {0}")]
+    NotFound(&'static str),
     /// `RATE_LIMITED`, with `extensions.retryAfter`.
     #[error("too many attempts; retry after {retry_after_secs} seconds")]
     RateLimited { retry_after_secs: u64 },
@@ -65,6 +70,7 @@ impl AuthError {
             Self::InvalidCredentials => INVALID_CREDENTIALS,
             Self::InvalidRefreshToken => INVALID_REFRESH_TOKEN,
             Self::RateLimited { .. } => RATE_LIMITED,
+            Self::NotFound(_) => NOT_FOUND,
             Self::Internal(_) => INTERNAL,
         }
     }

@@ -15,6 +15,10 @@ pub struct User {
     pub surname: Option<String>,
     pub second_name: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The last change of the profile, cars, password or avatar.
+    pub updated_at: DateTime<Utc>,
+    /// Names the current avatar version (in its URL); `None` without one.
+    pub avatar_hash: Option<String>,
 }
 
 /// A car of a user.
@@ -28,4 +32,17 @@ pub struct Car {
     pub color: Option<String>,
     pub license_plate: Option<String>,
     pub vin: Option<String>,
+}
+
+/// A live session (one refresh-token family) as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    /// Sign-in or the last refresh.
+    pub last_used_at: DateTime<Utc>,
+    /// As the client sent it at that moment, truncated.
+    pub user_agent: Option<String>,
+    /// The client address as the limits saw it at that moment.
+    pub client_addr: Option<String>,
 }

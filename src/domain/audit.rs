@@ -12,6 +12,15 @@ pub enum EventKind {
     ReuseDetected,
     Revoke,
     SignOutEverywhere,
+    /// Profile fields or cars changed (the detail names the fields, never values).
+    ProfileUpdated,
+    PasswordChanged,
+    /// One session ended by its owner, or all but the current one.
+    SessionRevoked,
+    /// The user was deleted; the event keeps only the id.
+    AccountDeleted,
+    /// An avatar uploaded or removed.
+    AvatarChanged,
     /// A request refused by a limit; aggregated per client bucket and minute.
     RateLimited,
 }
@@ -27,6 +36,11 @@ impl EventKind {
             EventKind::ReuseDetected => "refresh_reuse_detected",
             EventKind::Revoke => "revoke",
             EventKind::SignOutEverywhere => "sign_out_everywhere",
+            EventKind::ProfileUpdated => "profile_updated",
+            EventKind::PasswordChanged => "password_changed",
+            EventKind::SessionRevoked => "session_revoked",
+            EventKind::AccountDeleted => "account_deleted",
+            EventKind::AvatarChanged => "avatar_changed",
             EventKind::RateLimited => "rate_limited",
         }
     }

@@ -20,14 +20,21 @@ use ipnet::IpNet;
 /// The default IPv6 bucket: the /64 a host or home connection gets.
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
-/// The caller: its address (for the audit trail) and its bucket (for limits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The caller: its address (for the audit trail and the session list), its
+/// bucket (for limits) and its user agent (for the session list).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Client {
     pub addr: IpAddr,
     pub bucket: IpNet,
+    /// `User-Agent`, without control characters and at most
+    /// [`USER_AGENT_MAX`] characters; `None` when absent or blank.
+    pub user_agent: Option<String>,
     /// Built by [`Client::new`] only, so the bucket always fits the address.
     _checked: super::Checked,
 }
+
+/// A longer user agent is cut here: it is shown, never parsed.
+pub const USER_AGENT_MAX: usize = 256;
 
 impl Client {
     pub fn new(addr: IpAddr, ipv6_prefix: u8) -> Self {
@@ -35,9 +42,26 @@ impl Client {
         Self {
             addr,
             bucket: bucket(addr, ipv6_prefix),
+            user_agent: None,
             _checked: super::Checked(()),
         }
     }
+
+    /// The same client, with the `User-Agent` it sent.
+    pub fn with_user_agent(mut self, raw: Option<&str>) -> Self {
+        self.user_agent = raw.and_then(clean_user_agent);
+        self
+    }
+}
+
+fn clean_user_agent(raw: &str) -> Option<String> {
+    let cleaned: String = raw
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(USER_AGENT_MAX)
+        .collect();
+    let trimmed = cleaned.trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
 
 /// The network an address is limited as: IPv4 /32, IPv6 /`ipv6_prefix`.
@@ -152,6 +176,21 @@ mod tests {
         list.iter()
             .map(|s| parse_trusted_proxy(s).expect("proxy"))
             .collect()
+    }
+
+    #[test]
+    fn user_agents_are_cleaned_and_cut() {
+        let client = |ua: &str| Client::new(ip("192.0.2.1"), 64).with_user_agent(Some(ua));
+        assert_eq!(
+            client(" Mozilla/5.0\u{7}\n ").user_agent.as_deref(),
+            Some("Mozilla/5.0")
+        );
+        assert_eq!(client("   ").user_agent, None);
+        let long = "ж".repeat(1000);
+        assert_eq!(
+            client(&long).user_agent.map(|ua| ua.chars().count()),
+            Some(USER_AGENT_MAX)
+        );
     }
 
     #[test]

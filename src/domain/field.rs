@@ -34,3 +34,44 @@ pub enum FieldCode {
     TooCommon,
     TooSimilar,
 }
+
+impl FieldCode {
+    /// As clients see it (`extensions.fields[].code`, `FieldError.code`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldCode::FieldMissing => "FIELD_MISSING",
+            FieldCode::Invalid => "INVALID",
+            FieldCode::TooShort => "TOO_SHORT",
+            FieldCode::TooLong => "TOO_LONG",
+            FieldCode::OutOfRange => "OUT_OF_RANGE",
+            FieldCode::Taken => "TAKEN",
+            FieldCode::TooCommon => "TOO_COMMON",
+            FieldCode::TooSimilar => "TOO_SIMILAR",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FieldCode;
+
+    #[test]
+    fn names_are_what_serde_writes() {
+        use FieldCode::*;
+        for code in [
+            FieldMissing,
+            Invalid,
+            TooShort,
+            TooLong,
+            OutOfRange,
+            Taken,
+            TooCommon,
+            TooSimilar,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).expect("serialises"),
+                serde_json::Value::from(code.name())
+            );
+        }
+    }
+}

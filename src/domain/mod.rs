@@ -6,9 +6,11 @@
 
 pub mod account;
 pub mod audit;
+pub mod avatar;
 pub mod client;
 pub mod field;
 pub mod password;
+pub mod profile;
 pub mod rotation;
 pub mod secret;
 pub mod sign_in;

@@ -40,6 +40,26 @@ pub struct RotationPolicy {
     pub grace: Duration,
 }
 
+impl RotationPolicy {
+    /// When a refresh token issued now for a session created at
+    /// `session_created_at` expires: a refresh lifetime from now, never after
+    /// the session's absolute end. `None` once that end has passed.
+    pub fn successor_expiry(
+        &self,
+        session_created_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let absolute_end = session_created_at
+            .checked_add_signed(to_chrono(self.max_lifetime))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let expires_at = now
+            .checked_add_signed(to_chrono(self.refresh_ttl))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+            .min(absolute_end);
+        (expires_at > now).then_some(expires_at)
+    }
+}
+
 /// What the backend does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RotationPlan {
@@ -77,23 +97,12 @@ pub fn plan_rotation(
         return RotationPlan::Invalid;
     };
     match state.consumed_at {
-        None => {
-            let absolute_end = state
-                .session_created_at
-                .checked_add_signed(to_chrono(policy.max_lifetime))
-                .unwrap_or(DateTime::<Utc>::MAX_UTC);
-            let successor_expires_at = now
-                .checked_add_signed(to_chrono(policy.refresh_ttl))
-                .unwrap_or(DateTime::<Utc>::MAX_UTC)
-                .min(absolute_end);
-            if state.expires_at <= now || successor_expires_at <= now {
-                RotationPlan::Invalid
-            } else {
-                RotationPlan::Rotate {
-                    successor_expires_at,
-                }
-            }
-        }
+        None => match policy.successor_expiry(state.session_created_at, now) {
+            Some(successor_expires_at) if state.expires_at > now => RotationPlan::Rotate {
+                successor_expires_at,
+            },
+            _ => RotationPlan::Invalid,
+        },
         Some(consumed_at) => {
             // Another instance's clock may run ahead: a negative age is "just now".
             let age = (now - consumed_at).to_std().unwrap_or_default();

@@ -119,11 +119,53 @@ impl SignUpRules {
 
 /// Collects broken rules across the whole form.
 #[derive(Default)]
-struct Problems(Vec<FieldError>);
+pub(super) struct Problems(pub(super) Vec<FieldError>);
 
 impl Problems {
-    fn add(&mut self, field: &str, code: FieldCode, message: impl Into<String>) {
+    pub(super) fn add(&mut self, field: &str, code: FieldCode, message: impl Into<String>) {
         self.0.push(FieldError::new(field, code, message));
+    }
+}
+
+impl SignUpRules {
+    /// The password rules for a new password of an existing user: it must
+    /// not resemble their username, e-mail or names either. `field` names
+    /// the input field in what is reported.
+    pub fn check_new_password(
+        &self,
+        field: &str,
+        password: &Password,
+        user: &super::account::User,
+    ) -> Vec<FieldError> {
+        let attributes: Vec<&str> = [
+            Some(user.username.as_str()),
+            user.email.as_deref(),
+            user.name.as_deref(),
+            user.surname.as_deref(),
+            user.second_name.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.context_words.iter().map(String::as_str))
+        .collect();
+        self.password_policy
+            .check(password.expose(), &attributes)
+            .into_iter()
+            .map(|(code, message)| FieldError::new(field, code, message))
+            .collect()
+    }
+}
+
+impl CarForm {
+    /// The sign-up rules of one car, reported under its own field names
+    /// (`brand`, `vin`, ...).
+    pub fn validate(self) -> Result<NewCar, Vec<FieldError>> {
+        let mut problems = Problems::default();
+        let next_year = chrono::Utc::now().year() + 1;
+        match check_car("", self, next_year, &mut problems) {
+            Some(car) if problems.0.is_empty() => Ok(car),
+            _ => Err(problems.0),
+        }
     }
 }
 
@@ -214,7 +256,7 @@ fn check_username(raw: &str, problems: &mut Problems) -> Option<String> {
 
 /// Trimmed, with the domain lower-cased. A dotted domain is required: an
 /// address like `root@localhost` cannot receive mail from the internet.
-fn check_email(raw: &str, problems: &mut Problems) -> Option<String> {
+pub(super) fn check_email(raw: &str, problems: &mut Problems) -> Option<String> {
     if has_control_chars(raw) {
         problems.add(
             "email",
@@ -249,7 +291,7 @@ fn check_email(raw: &str, problems: &mut Problems) -> Option<String> {
 }
 
 /// E.164 through Google's libphonenumber metadata.
-fn check_phone(
+pub(super) fn check_phone(
     raw: &str,
     region: Option<phonenumber::country::Id>,
     problems: &mut Problems,
@@ -281,7 +323,11 @@ fn check_phone(
     }
 }
 
-fn person_name(field: &str, raw: Option<&str>, problems: &mut Problems) -> Option<String> {
+pub(super) fn person_name(
+    field: &str,
+    raw: Option<&str>,
+    problems: &mut Problems,
+) -> Option<String> {
     let value = optional_text(raw)?;
     text_rules(field, value, PERSON_NAME_MAX, problems).then(|| value.to_owned())
 }
@@ -311,26 +357,45 @@ fn text_rules(field: &str, value: &str, max: usize, problems: &mut Problems) -> 
     ok
 }
 
+/// Whether a user with `existing` cars may add one more (`addCar`), by the
+/// rule sign-up applies to its list.
+pub fn room_for_another_car(existing: usize) -> Result<(), FieldError> {
+    if existing >= MAX_CARS {
+        return Err(too_many_cars());
+    }
+    Ok(())
+}
+
+fn too_many_cars() -> FieldError {
+    FieldError::new(
+        "cars",
+        FieldCode::TooLong,
+        format!("at most {MAX_CARS} cars can be registered"),
+    )
+}
+
 fn check_cars(cars: Vec<CarForm>, problems: &mut Problems) -> Vec<NewCar> {
     if cars.len() > MAX_CARS {
-        problems.add(
-            "cars",
-            FieldCode::TooLong,
-            format!("at most {MAX_CARS} cars can be registered"),
-        );
+        problems.0.push(too_many_cars());
         // Reporting on each of thousands of cars helps nobody.
         return Vec::new();
     }
     let next_year = chrono::Utc::now().year() + 1;
     cars.into_iter()
         .enumerate()
-        .filter_map(|(i, car)| check_car(i, car, next_year, problems))
+        .filter_map(|(i, car)| check_car(&format!("cars[{i}]."), car, next_year, problems))
         .collect()
 }
 
-fn check_car(i: usize, car: CarForm, next_year: i32, problems: &mut Problems) -> Option<NewCar> {
+/// One car's rules, its fields reported as `{prefix}{name}`.
+fn check_car(
+    prefix: &str,
+    car: CarForm,
+    next_year: i32,
+    problems: &mut Problems,
+) -> Option<NewCar> {
     let before = problems.0.len();
-    let field = |name: &str| format!("cars[{i}].{name}");
+    let field = |name: &str| format!("{prefix}{name}");
     let mut required = |name: &str, raw: &str| -> String {
         let value = raw.trim();
         if value.is_empty() {
@@ -391,7 +456,7 @@ fn check_car(i: usize, car: CarForm, next_year: i32, problems: &mut Problems) ->
 }
 
 /// Trimmed text, or `None` for absent or blank optional input.
-fn optional_text(raw: Option<&str>) -> Option<&str> {
+pub(super) fn optional_text(raw: Option<&str>) -> Option<&str> {
     raw.map(str::trim).filter(|s| !s.is_empty())
 }
 

@@ -3,11 +3,13 @@
 //! The schema can be built without a database ([`sdl`]), which is what
 //! `authql print-schema` prints and `schema.graphql` must equal.
 
+mod account;
 mod document;
 mod loaders;
 mod mutation;
 mod policy;
 mod query;
+mod results;
 mod types;
 
 use std::sync::Arc;
@@ -43,10 +45,19 @@ pub(crate) fn request_data<'a, T: std::any::Any + Send + Sync>(
 
 /// Root fields that each make one credential attempt: at most one of them per
 /// document, so aliases cannot multiply guesses.
-pub const CREDENTIAL_MUTATIONS: [&str; 3] = ["signUp", "createToken", "refreshToken"];
+pub const CREDENTIAL_MUTATIONS: [&str; 5] = [
+    "signUp",
+    "createToken",
+    "refreshToken",
+    "changePassword",
+    "deleteAccount",
+];
 
 fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query, Mutation, EmptySubscription)
+    Schema::build(Query, Mutation::default(), EmptySubscription)
+        // Implemented by every error arm of the typed results; no field
+        // returns it, so it is registered by hand.
+        .register_output_type::<results::UserError>()
 }
 
 /// The schema with its data, limits and request policy. The engine's
@@ -57,9 +68,11 @@ pub fn build_schema(
     limits: &LimitsConfig,
     introspection: bool,
     metrics: Arc<Metrics>,
+    public_base: String,
 ) -> AppSchema {
     let mut schema = builder()
         .data(accounts)
+        .data(types::AvatarBase(public_base))
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(MAX_SELECTION_NESTING)

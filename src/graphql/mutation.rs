@@ -1,16 +1,25 @@
 use std::sync::Arc;
 
 use super::request_data;
-use async_graphql::{Context, ErrorExtensions as _, Object, Result};
+use async_graphql::{Context, ErrorExtensions as _, MergedObject, Object, Result};
+
+use super::account::AccountMutation;
 
 use super::types::{AuthPayload, CreateTokenInput, SignUpInput};
 use crate::domain::{Client, Password, SignInForm};
 use crate::service::{AccountService, Viewer};
 
-pub struct Mutation;
+/// The five mutations of the first release (plain results, errors in
+/// `errors[]`), then every later one (typed results).
+#[derive(MergedObject, Default)]
+pub struct Mutation(AuthMutation, AccountMutation);
+
+/// Sign-up, sign-in and tokens.
+#[derive(Default)]
+pub struct AuthMutation;
 
 #[Object]
-impl Mutation {
+impl AuthMutation {
     /// Register a new user (with optional cars) and sign them in.
     /// Broken rules: VALIDATION with every problem in `extensions.fields`.
     async fn sign_up(&self, ctx: &Context<'_>, input: SignUpInput) -> Result<AuthPayload> {
@@ -81,8 +90,8 @@ impl Mutation {
 }
 
 /// The account service and the caller, from the request data.
-fn services<'a>(ctx: &Context<'a>) -> Result<(&'a Arc<AccountService>, Client)> {
+pub(super) fn services<'a>(ctx: &Context<'a>) -> Result<(&'a Arc<AccountService>, Client)> {
     let accounts = request_data::<Arc<AccountService>>(ctx)?;
-    let client = *request_data::<Client>(ctx)?;
+    let client = request_data::<Client>(ctx)?.clone();
     Ok((accounts, client))
 }

@@ -21,6 +21,10 @@ impl Query {
             .me(viewer, with_cars)
             .await
             .map_err(|e| e.extend())?;
-        Ok(User::new(user, cars))
+        Ok(User::new(
+            user,
+            cars,
+            viewer.session_id().map(str::to_owned),
+        ))
     }
 }

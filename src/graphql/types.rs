@@ -3,15 +3,17 @@
 
 use super::request_data;
 use async_graphql::{
-    ComplexObject, Context, InputObject, InputValueError, InputValueResult, Result, Scalar,
-    ScalarType, SimpleObject, Value, ID,
+    ComplexObject, Context, Enum, ErrorExtensions as _, InputObject, InputValueError,
+    InputValueResult, MaybeUndefined, Result, Scalar, ScalarType, SimpleObject, Value, ID,
 };
 use chrono::{SecondsFormat, Utc};
+use std::sync::Arc;
 
 use super::loaders::CarLoader;
 use crate::domain::account;
+use crate::domain::profile::{Change, ProfileForm};
 use crate::domain::{CarForm, Password, SignUpForm};
-use crate::service::SignedIn;
+use crate::service::{AccountService, SignedIn};
 
 /// An RFC 3339 timestamp in UTC, e.g. "2026-11-22T01:17:51Z".
 pub struct DateTime(pub chrono::DateTime<Utc>);
@@ -52,15 +54,90 @@ pub struct User {
     pub second_name: Option<String>,
     /// When the user signed up.
     pub created_at: DateTime,
+    /// The last change of profile, cars, password or avatar.
+    pub updated_at: DateTime,
     #[graphql(skip)]
     pub key: i64,
     /// Cars read together with the user; otherwise the DataLoader fetches them.
     #[graphql(skip)]
     pub cars: Option<Vec<Car>>,
+    #[graphql(skip)]
+    pub avatar_hash: Option<String>,
+    /// The session this response is for (`Session.current`).
+    #[graphql(skip)]
+    pub session_id: Option<String>,
+}
+
+/// Which copy of an avatar.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "crate::domain::avatar::AvatarSize")]
+pub enum AvatarSize {
+    /// 256x256, cropped to fill.
+    Small,
+    /// The whole picture, at most 1024 pixels a side.
+    Original,
+}
+
+/// Where avatars are served (`AUTHQL_PUBLIC_URL`; empty: relative URLs).
+pub struct AvatarBase(pub String);
+
+/// A signed-in session: one device or browser, from sign-in to sign-out.
+#[derive(SimpleObject)]
+pub struct Session {
+    pub id: ID,
+    /// Sign-in (or sign-up).
+    pub created_at: DateTime,
+    /// Sign-in or the last refresh.
+    pub last_used_at: DateTime,
+    /// As the client sent it then, cut at 256 characters.
+    pub user_agent: Option<String>,
+    /// The client address as the rate limits saw it then.
+    pub client_address: Option<String>,
+    /// Whether this is the session of the token the request came with.
+    pub current: bool,
 }
 
 #[ComplexObject]
 impl User {
+    /// The avatar's URL (relative, unless `AUTHQL_PUBLIC_URL` is set), or
+    /// null without one. The URL names this version: it changes with every
+    /// upload and may be cached for ever.
+    async fn avatar_url(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "AvatarSize::Small")] size: AvatarSize,
+    ) -> Result<Option<String>> {
+        let Some(hash) = &self.avatar_hash else {
+            return Ok(None);
+        };
+        let base = &request_data::<AvatarBase>(ctx)?.0;
+        let query = match size {
+            AvatarSize::Small => "",
+            AvatarSize::Original => "?size=original",
+        };
+        Ok(Some(format!("{base}/avatars/{}-{hash}{query}", self.key)))
+    }
+
+    /// Where the user is signed in: every live session, most recently used first.
+    async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<Session>> {
+        let accounts = request_data::<Arc<AccountService>>(ctx)?;
+        let sessions = accounts
+            .sessions_of(self.key)
+            .await
+            .map_err(|e| e.extend())?;
+        Ok(sessions
+            .into_iter()
+            .map(|s| Session {
+                current: self.session_id.as_deref() == Some(s.id.as_str()),
+                id: ID(s.id),
+                created_at: DateTime(s.created_at),
+                last_used_at: DateTime(s.last_used_at),
+                user_agent: s.user_agent,
+                client_address: s.client_addr,
+            })
+            .collect())
+    }
+
     /// The user's cars, in the order they were registered.
     async fn cars(&self, ctx: &Context<'_>) -> Result<Vec<Car>> {
         if let Some(cars) = &self.cars {
@@ -73,8 +150,13 @@ impl User {
 }
 
 impl User {
-    /// The user, with their cars when they were read with it.
-    pub fn new(u: account::User, cars: Option<Vec<account::Car>>) -> Self {
+    /// The user, with their cars when they were read with it, as seen from
+    /// `session_id` (the session of this response).
+    pub fn new(
+        u: account::User,
+        cars: Option<Vec<account::Car>>,
+        session_id: Option<String>,
+    ) -> Self {
         User {
             id: ID(u.id.to_string()),
             username: u.username,
@@ -84,8 +166,11 @@ impl User {
             surname: u.surname,
             second_name: u.second_name,
             created_at: DateTime(u.created_at),
+            updated_at: DateTime(u.updated_at),
             key: u.id,
             cars: cars.map(|cars| cars.into_iter().map(Car::from).collect()),
+            avatar_hash: u.avatar_hash,
+            session_id,
         }
     }
 }
@@ -138,7 +223,7 @@ impl From<SignedIn> for AuthPayload {
             refresh_token: s.refresh_token,
             token_type: "Bearer".to_owned(),
             expires_in: i32::try_from(s.expires_in.as_secs()).unwrap_or(i32::MAX),
-            user: User::new(s.user, s.cars),
+            user: User::new(s.user, s.cars, Some(s.session_id)),
         }
     }
 }
@@ -214,6 +299,39 @@ impl From<CarInput> for CarForm {
             color: c.color,
             license_plate: c.license_plate,
             vin: c.vin,
+        }
+    }
+}
+
+/// Changes to the profile: an absent field stays as it is, null clears it
+/// (a blank string too). The sign-up rules apply to every value given.
+#[derive(InputObject)]
+pub struct UpdateProfileInput {
+    /// Unique case-insensitively, with every username and e-mail.
+    pub email: MaybeUndefined<String>,
+    /// E.164 (`+79991234567`), or national format in the server's phone region.
+    pub phone: MaybeUndefined<String>,
+    pub name: MaybeUndefined<String>,
+    pub surname: MaybeUndefined<String>,
+    pub second_name: MaybeUndefined<String>,
+}
+
+fn change(value: MaybeUndefined<String>) -> Change<String> {
+    match value {
+        MaybeUndefined::Undefined => Change::Keep,
+        MaybeUndefined::Null => Change::Clear,
+        MaybeUndefined::Value(v) => Change::Set(v),
+    }
+}
+
+impl From<UpdateProfileInput> for ProfileForm {
+    fn from(i: UpdateProfileInput) -> Self {
+        ProfileForm {
+            email: change(i.email),
+            phone: change(i.phone),
+            name: change(i.name),
+            surname: change(i.surname),
+            second_name: change(i.second_name),
         }
     }
 }

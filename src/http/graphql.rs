@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{graphiql, http_error, AppState};
 use crate::domain::client::{client_address, Client};
-use crate::error::{with_code, BAD_REQUEST};
+use crate::error::{with_code, BAD_REQUEST, RATE_LIMITED, UNAUTHENTICATED};
 use crate::graphql::{CarLoader, Refusal};
 use crate::service::Viewer;
 
@@ -28,13 +28,12 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if is_multipart(&headers) {
+        return upload(state, peer, headers, body).await;
+    }
     // Refused on the declared length before reading anything, so a client
     // that sent `Expect: 100-continue` is told at once and sends nothing.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > state.max_body_bytes as u64) {
+    if declared_length(&headers).is_some_and(|len| len > state.max_body_bytes as u64) {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }
     if !is_json(&headers) {
@@ -44,23 +43,9 @@ pub async fn post(
             "Content-Type must be application/json",
         );
     }
-    let body = match tokio::time::timeout(
-        state.body_timeout,
-        axum::body::to_bytes(body, state.max_body_bytes),
-    )
-    .await
-    {
-        Ok(Ok(body)) => body,
-        Ok(Err(e)) if is_length_limit(&e) => {
-            return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-        }
-        Ok(Err(_)) => return refuse(StatusCode::BAD_REQUEST, "could not read the request body"),
-        Err(_) => {
-            return refuse(
-                StatusCode::REQUEST_TIMEOUT,
-                "request body not received in time",
-            )
-        }
+    let body = match read_body(&state, body, state.max_body_bytes).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
     let request = match serde_json::from_slice::<PostBody>(&body) {
         Ok(body) => body.into_request(),
@@ -75,6 +60,98 @@ pub async fn post(
         }
     };
     execute(&state, peer, &headers, request, Method::Post).await
+}
+
+/// A GraphQL multipart request (a file upload): only from a signed-in
+/// caller, checked before the body is read, so no anonymous client can
+/// make authql buffer megabytes; and only as many bodies at once as
+/// `AUTHQL_MAX_UPLOADS`. (The bearer token is also what keeps cross-site
+/// form posts out: a form can send multipart, but not `Authorization`.)
+async fn upload(state: AppState, peer: SocketAddr, headers: HeaderMap, body: Body) -> Response {
+    if declared_length(&headers).is_some_and(|len| len > state.max_upload_bytes as u64) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    }
+    let viewer = state.accounts.authenticate(bearer_token(&headers)).await;
+    if !matches!(viewer, Viewer::Authenticated { .. }) {
+        return http_error(
+            StatusCode::UNAUTHORIZED,
+            UNAUTHENTICATED,
+            "file uploads need Authorization: Bearer <accessToken>",
+        );
+    }
+    let Ok(_permit) = state.uploads.clone().try_acquire_owned() else {
+        let mut response = http_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            RATE_LIMITED,
+            "too many uploads at once; retry after 1 second",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
+    let body = match read_body(&state, body, state.max_upload_bytes).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let options = async_graphql::http::MultipartOptions::default()
+        .max_num_files(1)
+        .max_file_size(state.max_upload_bytes);
+    let request = match async_graphql::http::receive_body(content_type, &body[..], options).await {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::debug!(error = %e, "malformed multipart request");
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "not a GraphQL multipart request (https://github.com/jaydenseric/graphql-multipart-request-spec): \
+                 expected the parts operations, map and one file",
+            );
+        }
+    };
+    execute(&state, peer, &headers, request, Method::Post).await
+}
+
+/// The declared `Content-Length`, if any.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// The whole body, at most `limit` bytes, within the body timeout; else
+/// the refusal to answer with (413, 408 or 400).
+async fn read_body(
+    state: &AppState,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, Response> {
+    match tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) if is_length_limit(&e) => Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        )),
+        Ok(Err(_)) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "could not read the request body",
+        )),
+        Err(_) => Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        )),
+    }
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|m| m.type_() == mime::MULTIPART && m.subtype() == mime::FORM_DATA)
 }
 
 /// Whether reading a body failed on the size limit (`to_bytes`' limit).
@@ -205,6 +282,11 @@ async fn execute(
     let client = Client::new(
         client_address(peer.ip(), forwarded, &state.trusted_proxies),
         state.ipv6_prefix,
+    )
+    .with_user_agent(
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
     );
     let request = request
         .data(viewer)

@@ -1,6 +1,7 @@
 //! HTTP: the router and its layers (CORS, body limit, panic guard, tracing
 //! without query strings or headers, which may carry secrets).
 
+mod avatars;
 mod graphiql;
 mod graphql;
 mod health;
@@ -40,6 +41,10 @@ pub struct AppState {
     pub ipv6_prefix: u8,
     pub max_document_bytes: usize,
     pub max_body_bytes: usize,
+    /// Largest multipart (upload) body.
+    pub max_upload_bytes: usize,
+    /// Upload bodies held at once.
+    pub uploads: Arc<tokio::sync::Semaphore>,
     /// How long a POST body may take to arrive.
     pub body_timeout: Duration,
 }
@@ -54,6 +59,7 @@ pub fn router(state: AppState, config: &RouterConfig) -> Router {
         .route("/", get(graphiql::index))
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/graphiql/{file}", get(graphiql::asset))
+        .route("/avatars/{file}", get(avatars::get))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -89,6 +95,13 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
         INTERNAL,
         "internal error",
     )
+}
+
+/// A service failure outside the GraphQL engine: logged, and answered
+/// with 503 (the database is what fails here) and no detail.
+pub fn service_error(error: crate::error::AuthError) -> Response {
+    tracing::error!(error = ?error, "request failed");
+    http_error(StatusCode::SERVICE_UNAVAILABLE, INTERNAL, "internal error")
 }
 
 /// The JSON body of every error answered outside the GraphQL engine.

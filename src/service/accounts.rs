@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+mod manage;
+
 use super::audit::Audit;
 use super::throttle::{Action, LoginSubject, Throttle};
 use crate::auth::tokens::{is_well_formed_refresh_token, refresh_token_hash};
@@ -15,13 +17,11 @@ use crate::auth::{PasswordHasher, TokenService, Verified};
 use crate::clock::SharedClock;
 use crate::domain::account::{Car, User};
 use crate::domain::audit::EventKind;
-use crate::domain::rotation::RotationPolicy;
 use crate::domain::{has_control_chars, match_key, Client, SignInForm, SignUpForm, SignUpRules};
 use crate::error::{AuthError, FieldCode, FieldError};
 use crate::metrics::Metrics;
 use crate::storage::{
-    CleanupCutoffs, NewAccount, NewSession, NewSignIn, Rotation, RotationOutcome, Store,
-    StoreError, Taken,
+    CleanupCutoffs, NewAccount, NewSession, Rotation, RotationOutcome, Store, StoreError, Taken,
 };
 
 impl From<StoreError> for AuthError {
@@ -45,6 +45,14 @@ pub enum Viewer {
 }
 
 impl Viewer {
+    /// The session of a valid token.
+    pub fn session_id(&self) -> Option<&str> {
+        match self {
+            Viewer::Authenticated { session_id, .. } => Some(session_id),
+            Viewer::Anonymous | Viewer::Rejected => None,
+        }
+    }
+
     /// User id, session id and issue time of a valid token, or UNAUTHENTICATED.
     fn session(&self) -> Result<(i64, &str, DateTime<Utc>), AuthError> {
         match self {
@@ -64,6 +72,8 @@ pub struct SignedIn {
     pub access_token: String,
     pub refresh_token: String,
     pub expires_in: Duration,
+    /// The session the pair belongs to.
+    pub session_id: String,
     pub user: User,
     /// The user's cars when they are at hand already (sign-up).
     pub cars: Option<Vec<Car>>,
@@ -83,6 +93,8 @@ pub struct AccountService {
     sessions_opened: AtomicU64,
     metrics: Arc<Metrics>,
     clock: SharedClock,
+    /// Avatar uploads decoded at once (one per core).
+    image_workers: Arc<tokio::sync::Semaphore>,
 }
 
 pub struct AccountSettings {
@@ -122,6 +134,9 @@ impl AccountService {
             cleanup_every: settings.cleanup_every,
             sessions_opened: AtomicU64::new(0),
             metrics,
+            image_workers: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, usize::from),
+            )),
         }
     }
 
@@ -154,14 +169,10 @@ impl AccountService {
 
     pub async fn sign_up(&self, form: SignUpForm, client: &Client) -> Result<SignedIn, AuthError> {
         self.attempt(Action::SignUp, client).await?;
-        // Uniqueness is reported together with every other problem. The match
-        // keys of the raw input equal those of the validated input (the key
-        // trims and case-folds), so the check need not wait for validation;
-        // text with control characters is invalid anyway and never looked up.
-        let lookup =
-            |raw: &str| Some(match_key(raw)).filter(|k| !k.is_empty() && !has_control_chars(k));
-        let username_key = lookup(&form.username);
-        let email_key = form.email.as_deref().and_then(lookup);
+        // Uniqueness is reported together with every other problem, so the
+        // look-up does not wait for validation (see `lookup_key`).
+        let username_key = lookup_key(&form.username);
+        let email_key = form.email.as_deref().and_then(lookup_key);
         let taken = self
             .store
             .taken(username_key.as_deref(), email_key.as_deref())
@@ -179,13 +190,12 @@ impl AccountService {
             .await?;
         let hash = slot.hash(&user.password).await?;
         let now = self.clock.now();
-        let (refresh_token, session) = self.new_session(0, now);
+        let (refresh_token, session) = self.new_session(0, now, client);
         let account = NewAccount {
             user: &user,
             password_hash: &hash,
             now,
             session: &session,
-            client_addr: client.addr.to_string(),
         };
         let (record, cars) = match self.store.insert_user(&account).await {
             Ok(written) => written,
@@ -211,6 +221,7 @@ impl AccountService {
             access_token: self.access_token(record.id, &session.id)?,
             refresh_token,
             expires_in: self.tokens.access_ttl(),
+            session_id: session.id,
             user: record,
             cars: Some(cars),
         })
@@ -301,12 +312,9 @@ impl AccountService {
             presented_hash: refresh_token_hash(refresh_token),
             successor_hash: refresh_token_hash(&successor),
             now,
-            policy: RotationPolicy {
-                refresh_ttl: self.refresh_ttl,
-                max_lifetime: self.session_max_lifetime,
-                grace: self.refresh_grace,
-            },
+            policy: self.rotation_policy(),
             client_addr: client.addr.to_string(),
+            user_agent: client.user_agent.clone(),
         };
         let outcome = self.store.rotate_refresh_token(&rotation).await?;
         // The event row was written with the rotation; count it.
@@ -347,6 +355,7 @@ impl AccountService {
             access_token: self.access_token(user_id, &session_id)?,
             refresh_token: successor,
             expires_in: self.tokens.access_ttl(),
+            session_id,
             user,
             cars: None,
         })
@@ -436,26 +445,27 @@ impl AccountService {
     }
 
     async fn open_session(&self, user: User, client: &Client) -> Result<SignedIn, AuthError> {
-        let (refresh_token, session) = self.new_session(user.id, self.clock.now());
-        self.store
-            .create_session(&NewSignIn {
-                session: &session,
-                client_addr: client.addr.to_string(),
-            })
-            .await?;
+        let (refresh_token, session) = self.new_session(user.id, self.clock.now(), client);
+        self.store.create_session(&session).await?;
         self.audit.written_elsewhere(EventKind::SignIn);
         self.maybe_clean_up();
         Ok(SignedIn {
             access_token: self.access_token(user.id, &session.id)?,
             refresh_token,
             expires_in: self.tokens.access_ttl(),
+            session_id: session.id,
             user,
             cars: None,
         })
     }
 
     /// A new refresh token and the session (family) it starts.
-    fn new_session(&self, user_id: i64, now: DateTime<Utc>) -> (String, NewSession) {
+    fn new_session(
+        &self,
+        user_id: i64,
+        now: DateTime<Utc>,
+        client: &Client,
+    ) -> (String, NewSession) {
         let refresh_token = self.tokens.new_refresh_token();
         let session = NewSession {
             id: uuid::Uuid::new_v4().to_string(),
@@ -463,6 +473,8 @@ impl AccountService {
             token_hash: refresh_token_hash(&refresh_token),
             created_at: now,
             expires_at: now + self.refresh_ttl.min(self.session_max_lifetime),
+            client_addr: client.addr.to_string(),
+            user_agent: client.user_agent.clone(),
         };
         (refresh_token, session)
     }
@@ -499,6 +511,13 @@ impl AccountService {
             .issue_access(user_id, session_id, self.clock.now())
             .map_err(AuthError::internal)
     }
+}
+
+/// The login key raw input is looked up by before validation: the key of
+/// the validated value is the same (it trims and case-folds), and text with
+/// control characters is invalid anyway and never looked up.
+fn lookup_key(raw: &str) -> Option<String> {
+    Some(match_key(raw)).filter(|k| !k.is_empty() && !has_control_chars(k))
 }
 
 fn taken_errors(taken: Taken) -> Vec<FieldError> {

@@ -2,8 +2,8 @@
 //! all instances share them.
 //!
 //! - Per client bucket and action: a fixed-window counter (createToken
-//!   100/5 min, signUp 20/10 min, refreshToken and revokeToken 300/5 min
-//!   by default).
+//!   100/5 min, signUp 20/10 min, refreshToken and revokeToken 300/5 min,
+//!   the account changes together 100/5 min by default).
 //! - Per account (or, for logins that match none, per login text) and
 //!   client bucket: the back-off of [`crate::domain::throttle`], reserved
 //!   atomically before the password is checked, so a burst of concurrent
@@ -34,6 +34,8 @@ pub enum Action {
     SignUp,
     Refresh,
     Revoke,
+    /// Any change a signed-in user makes to their own account.
+    Account,
 }
 
 impl Action {
@@ -43,6 +45,7 @@ impl Action {
             Action::SignUp => "signUp",
             Action::Refresh => "refreshToken",
             Action::Revoke => "revokeToken",
+            Action::Account => "account",
         }
     }
 }
@@ -63,6 +66,7 @@ pub struct Throttle {
     sign_up: RateLimit,
     refresh: RateLimit,
     revoke: RateLimit,
+    account: RateLimit,
     policy: LoginPolicy,
 }
 
@@ -75,6 +79,7 @@ impl Throttle {
             sign_up: config.rate_sign_up,
             refresh: config.rate_refresh,
             revoke: config.rate_revoke,
+            account: config.rate_account,
             policy: LoginPolicy {
                 free_failures: config.login_free_failures,
                 max_delay: config.login_max_delay,
@@ -90,6 +95,7 @@ impl Throttle {
             Action::SignUp => self.sign_up,
             Action::Refresh => self.refresh,
             Action::Revoke => self.revoke,
+            Action::Account => self.account,
         };
         if limit.is_off() {
             return Ok(());

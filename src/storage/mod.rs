@@ -7,6 +7,7 @@
 //! backend, is what checks the SQL. Every multi-row write is one transaction
 //! inside one method here.
 
+pub mod accounts;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -25,6 +26,7 @@ use crate::domain::rotation::RotationPolicy;
 use crate::domain::throttle::{LoginDecision, LoginPolicy};
 use crate::domain::NewUser;
 
+pub use accounts::{AccountStore, Actor, CarAdded, PasswordChange};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub(crate) use types::{SessionId, Timestamp};
@@ -101,9 +103,11 @@ pub(crate) use no_car_columns;
 /// The user columns of `users u`, in the order the backends' rows read them.
 macro_rules! user_columns {
     () => {
-        "u.id, u.username, u.email, u.phone, u.name, u.surname, u.second_name, u.created_at"
+        "u.id, u.username, u.email, u.phone, u.name, u.surname, u.second_name, u.created_at,
+         u.updated_at, u.avatar_hash"
     };
 }
+pub(crate) use accounts::account_store;
 pub(crate) use user_columns;
 
 /// A user with the stored PHC string, for sign-in only.
@@ -129,6 +133,9 @@ pub struct NewSession {
     pub token_hash: Vec<u8>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Who opened it, for the session list and the audit trail.
+    pub client_addr: String,
+    pub user_agent: Option<String>,
 }
 
 /// Everything a sign-up writes (see [`Store::insert_user`]).
@@ -139,14 +146,6 @@ pub struct NewAccount<'a> {
     pub now: DateTime<Utc>,
     /// The first session; its `user_id` is the new user's, set by the store.
     pub session: &'a NewSession,
-    pub client_addr: String,
-}
-
-/// A sign-in: its new session, written with its `sign_in` event.
-#[derive(Debug)]
-pub struct NewSignIn<'a> {
-    pub session: &'a NewSession,
-    pub client_addr: String,
 }
 
 /// One use of a refresh token.
@@ -158,8 +157,10 @@ pub struct Rotation {
     pub successor_hash: Vec<u8>,
     pub now: DateTime<Utc>,
     pub policy: RotationPolicy,
-    /// Recorded with the outcome's security event, in the same transaction.
+    /// Recorded with the outcome's security event, in the same transaction,
+    /// and with a rotation in the session list.
     pub client_addr: String,
+    pub user_agent: Option<String>,
 }
 
 /// One entry of the append-only audit trail. Never a password or token.
@@ -247,7 +248,7 @@ pub struct CleanupCutoffs {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AccountStore + Send + Sync + 'static {
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     async fn migrate(&self) -> Result<(), StoreError>;
@@ -298,7 +299,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Opens a signed-in session and records the `sign_in` event, in one
     /// transaction.
-    async fn create_session(&self, sign_in: &NewSignIn<'_>) -> Result<(), StoreError>;
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
     /// Reads the token's state under the backend's lock, decides with
     /// [`crate::domain::rotation::plan_rotation`] and carries the plan out,
     /// with the outcome's security event, in one transaction.

@@ -18,8 +18,8 @@ use super::rows::{
 };
 use super::{
     car_join_columns, cars_in_order, no_car_columns, user_columns, Cleanup, CleanupCutoffs,
-    Credentials, NewAccount, NewSession, NewSignIn, Refusal, Rotation, RotationOutcome,
-    SecurityEvent, SessionId, Store, StoreError, StoredKey, Taken,
+    Credentials, NewAccount, NewSession, Refusal, Rotation, RotationOutcome, SecurityEvent,
+    SessionId, Store, StoreError, StoredKey, Taken,
 };
 use crate::config::DatabaseConfig;
 use crate::domain::account::{Car, User};
@@ -56,6 +56,28 @@ fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
+super::account_store!(PostgresStore);
+
+impl PostgresStore {
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Commits are durable on PostgreSQL already.
+    async fn durable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Locks the user's row until the transaction ends; whether it exists.
+async fn lock_user(tx: &mut PgConnection, user_id: i64) -> Result<bool, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(found.is_some())
+}
+
 /// Inserts a session and its first refresh token inside `tx`.
 async fn insert_session(
     tx: &mut PgConnection,
@@ -63,12 +85,15 @@ async fn insert_session(
     user_id: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO sessions (id, user_id, created_at, expires_at, last_used_at, user_agent, client_addr)
+         VALUES ($1, $2, $3, $4, $3, $5, $6)",
     )
     .bind(SessionId(session.id.clone()))
     .bind(user_id)
     .bind(session.created_at)
     .bind(session.expires_at)
+    .bind(&session.user_agent)
+    .bind(&session.client_addr)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -163,8 +188,8 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (username, username_key, email, email_key, phone, name, surname,
-                                second_name, password_hash, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                                second_name, password_hash, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
         )
         .bind(&user.username)
         .bind(&user.username_key)
@@ -206,7 +231,13 @@ impl Store for PostgresStore {
         insert_session(&mut tx, account.session, id).await?;
         insert_event(
             &mut tx,
-            &SecurityEvent::of(EventKind::SignUp, now, id, &account.client_addr, None),
+            &SecurityEvent::of(
+                EventKind::SignUp,
+                now,
+                id,
+                &account.session.client_addr,
+                None,
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -219,6 +250,8 @@ impl Store for PostgresStore {
             surname: user.surname.clone(),
             second_name: user.second_name.clone(),
             created_at: now,
+            updated_at: now,
+            avatar_hash: None,
         };
         Ok((record, cars_in_order(id, user, car_ids)))
     }
@@ -354,8 +387,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn create_session(&self, sign_in: &NewSignIn<'_>) -> Result<(), StoreError> {
-        let session = sign_in.session;
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         insert_session(&mut tx, session, session.user_id).await?;
         insert_event(
@@ -364,7 +396,7 @@ impl Store for PostgresStore {
                 EventKind::SignIn,
                 session.created_at,
                 session.user_id,
-                &sign_in.client_addr,
+                &session.client_addr,
                 None,
             ),
         )
@@ -423,11 +455,17 @@ impl Store for PostgresStore {
                 .bind(successor_expires_at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
-                    .bind(successor_expires_at)
-                    .bind(SessionId(state.session_id.clone()))
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE sessions SET expires_at = $1, last_used_at = $2, user_agent = $3,
+                         client_addr = $4 WHERE id = $5",
+                )
+                .bind(successor_expires_at)
+                .bind(r.now)
+                .bind(&r.user_agent)
+                .bind(&r.client_addr)
+                .bind(SessionId(state.session_id.clone()))
+                .execute(&mut *tx)
+                .await?;
             }
             RotationPlan::RevokeFamily => {
                 sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2")

@@ -6,7 +6,8 @@ use sqlx::FromRow;
 use super::types::{SessionId, Timestamp};
 use super::{StoreError, StoredKey};
 use crate::config::JwtAlgorithm;
-use crate::domain::account::{Car, User};
+use crate::domain::account::{Car, Session, User};
+use crate::domain::profile::StoredProfile;
 use crate::domain::rotation::TokenState;
 use crate::domain::throttle::LoginStreak;
 
@@ -21,6 +22,8 @@ pub(crate) struct UserRow {
     surname: Option<String>,
     second_name: Option<String>,
     created_at: Timestamp,
+    updated_at: Timestamp,
+    avatar_hash: Option<String>,
 }
 
 impl From<UserRow> for User {
@@ -34,6 +37,8 @@ impl From<UserRow> for User {
             surname: r.surname,
             second_name: r.second_name,
             created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+            avatar_hash: r.avatar_hash,
         }
     }
 }
@@ -46,6 +51,47 @@ pub(crate) struct UserWithCarRow {
     pub user: UserRow,
     #[sqlx(flatten)]
     pub car: CarColumns,
+}
+
+/// A user with the keys their logins are matched on.
+#[derive(FromRow)]
+pub(crate) struct ProfileRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    username_key: String,
+    email_key: Option<String>,
+}
+
+impl From<ProfileRow> for StoredProfile {
+    fn from(r: ProfileRow) -> Self {
+        StoredProfile {
+            user: r.user.into(),
+            username_key: r.username_key,
+            email_key: r.email_key,
+        }
+    }
+}
+
+/// A row of `sessions` as its owner sees it.
+#[derive(FromRow)]
+pub(crate) struct SessionRow {
+    id: SessionId,
+    created_at: Timestamp,
+    last_used_at: Timestamp,
+    user_agent: Option<String>,
+    client_addr: Option<String>,
+}
+
+impl From<SessionRow> for Session {
+    fn from(r: SessionRow) -> Self {
+        Session {
+            id: r.id.0,
+            created_at: r.created_at.0,
+            last_used_at: r.last_used_at.0,
+            user_agent: r.user_agent,
+            client_addr: r.client_addr,
+        }
+    }
 }
 
 #[derive(FromRow)]

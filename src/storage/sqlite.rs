@@ -21,8 +21,8 @@ use super::rows::{
 };
 use super::{
     car_join_columns, cars_in_order, no_car_columns, user_columns, Cleanup, CleanupCutoffs,
-    Credentials, NewAccount, NewSession, NewSignIn, Refusal, Rotation, RotationOutcome,
-    SecurityEvent, Store, StoreError, StoredKey, Taken, Timestamp,
+    Credentials, NewAccount, NewSession, Refusal, Rotation, RotationOutcome, SecurityEvent, Store,
+    StoreError, StoredKey, Taken, Timestamp,
 };
 use crate::config::DatabaseConfig;
 use crate::domain::account::{Car, User};
@@ -80,6 +80,11 @@ impl SqliteStore {
     }
 }
 
+/// Millisecond precision, as stored, so a value returned equals what a read returns.
+fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
 fn display(path: &Path) -> String {
     path.display().to_string()
 }
@@ -114,6 +119,31 @@ fn create_private(file: &Path) -> anyhow::Result<()> {
     }
 }
 
+super::account_store!(SqliteStore);
+
+impl SqliteStore {
+    /// A transaction that holds SQLite's write lock from its first
+    /// statement (so reads inside it decide what it writes).
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The barrier after revocations ([`make_durable`]).
+    async fn durable(&self) -> Result<(), StoreError> {
+        make_durable(&mut *self.pool.acquire().await?).await
+    }
+}
+
+/// Whether the user exists. Inside [`SqliteStore::write_tx`] the whole
+/// database is locked already.
+async fn lock_user(tx: &mut SqliteConnection, user_id: i64) -> Result<bool, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(found.is_some())
+}
+
 /// Inserts a session and its first refresh token inside `tx`.
 async fn insert_session(
     tx: &mut SqliteConnection,
@@ -121,12 +151,15 @@ async fn insert_session(
     user_id: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO sessions (id, user_id, created_at, expires_at, last_used_at, user_agent, client_addr)
+         VALUES ($1, $2, $3, $4, $3, $5, $6)",
     )
     .bind(&session.id)
     .bind(user_id)
     .bind(Timestamp(session.created_at))
     .bind(Timestamp(session.expires_at))
+    .bind(&session.user_agent)
+    .bind(&session.client_addr)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -267,8 +300,8 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let (id,): (i64,) = sqlx::query_as(
             "INSERT INTO users (username, username_key, email, email_key, phone, name, surname,
-                                second_name, password_hash, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                                second_name, password_hash, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
         )
         .bind(&user.username)
         .bind(&user.username_key)
@@ -310,7 +343,13 @@ impl Store for SqliteStore {
         insert_session(&mut tx, account.session, id).await?;
         insert_event(
             &mut tx,
-            &SecurityEvent::of(EventKind::SignUp, now, id, &account.client_addr, None),
+            &SecurityEvent::of(
+                EventKind::SignUp,
+                now,
+                id,
+                &account.session.client_addr,
+                None,
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -322,8 +361,9 @@ impl Store for SqliteStore {
             name: user.name.clone(),
             surname: user.surname.clone(),
             second_name: user.second_name.clone(),
-            // Millisecond precision, as stored, so this equals what a read returns.
-            created_at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
+            created_at: millis(now),
+            updated_at: millis(now),
+            avatar_hash: None,
         };
         Ok((record, cars_in_order(id, user, car_ids)))
     }
@@ -462,8 +502,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn create_session(&self, sign_in: &NewSignIn<'_>) -> Result<(), StoreError> {
-        let session = sign_in.session;
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         insert_session(&mut tx, session, session.user_id).await?;
         insert_event(
@@ -472,7 +511,7 @@ impl Store for SqliteStore {
                 EventKind::SignIn,
                 session.created_at,
                 session.user_id,
-                &sign_in.client_addr,
+                &session.client_addr,
                 None,
             ),
         )
@@ -515,11 +554,17 @@ impl Store for SqliteStore {
                 .bind(Timestamp(successor_expires_at))
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE sessions SET expires_at = $1 WHERE id = $2")
-                    .bind(Timestamp(successor_expires_at))
-                    .bind(&state.session_id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE sessions SET expires_at = $1, last_used_at = $2, user_agent = $3,
+                         client_addr = $4 WHERE id = $5",
+                )
+                .bind(Timestamp(successor_expires_at))
+                .bind(Timestamp(r.now))
+                .bind(&r.user_agent)
+                .bind(&r.client_addr)
+                .bind(&state.session_id)
+                .execute(&mut *tx)
+                .await?;
             }
             RotationPlan::RevokeFamily => {
                 sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2")

@@ -137,6 +137,7 @@ pub fn base_config(db: &TestDatabase) -> ServeConfig {
     config.security.rate_sign_up = RateLimit::OFF;
     config.security.rate_refresh = RateLimit::OFF;
     config.security.rate_revoke = RateLimit::OFF;
+    config.security.rate_account = RateLimit::OFF;
     // Likewise for the per-client share of the hashing queue.
     config.passwords.hash_queue_per_client = config.passwords.hash_queue;
     config
@@ -270,6 +271,25 @@ impl TestApp {
             .expect("text")
     }
 
+    /// [`Self::gql_as`] with extra headers.
+    pub async fn gql_with(
+        &self,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        query: &str,
+        variables: Value,
+    ) -> Value {
+        post_graphql_with(
+            &self.client,
+            &self.url("/graphql"),
+            token,
+            headers,
+            query,
+            variables,
+        )
+        .await
+    }
+
     pub async fn sign_up(&self, username: &str) -> Value {
         self.sign_up_with(json!({ "username": username, "password": PASSWORD }))
             .await
@@ -344,14 +364,29 @@ pub async fn post_graphql(
     query: &str,
     variables: Value,
 ) -> Value {
+    let headers: Vec<(&str, &str)> = forwarded_for
+        .map(|addr| vec![("x-forwarded-for", addr)])
+        .unwrap_or_default();
+    post_graphql_with(client, url, token, &headers, query, variables).await
+}
+
+/// [`post_graphql`] with any extra headers (`User-Agent`, ...).
+pub async fn post_graphql_with(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    query: &str,
+    variables: Value,
+) -> Value {
     let mut request = client
         .post(url)
         .json(&json!({ "query": query, "variables": variables }));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    if let Some(client_addr) = forwarded_for {
-        request = request.header("x-forwarded-for", client_addr);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let response = request.send().await.expect("request sent");
     assert_eq!(response.status(), 200, "GraphQL requests answer 200");

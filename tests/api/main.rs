@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server over real HTTP against a real database.
 
 mod abuse;
+mod account;
 mod connections;
 mod fuzz;
 mod graphiql;
