@@ -114,6 +114,38 @@ async fn upload(state: AppState, peer: SocketAddr, headers: HeaderMap, body: Bod
     execute(&state, peer, &headers, request, Method::Post).await
 }
 
+/// How async-graphql marks a variable the multipart map filled with a file:
+/// `#__graphql_file__:<index of the file>`.
+const UPLOAD_MARKER: &str = "#__graphql_file__:";
+
+/// Refuses requests that name uploads they did not bring. The engine
+/// trusts the marker wherever it appears (a variable or a literal) and
+/// would panic on a marker with no number or an index past the files.
+/// Only the multipart map may write it, with an index it has.
+fn check_upload_references(request: &async_graphql::Request) -> Result<(), &'static str> {
+    const NAMES_NO_FILE: &str = "the request names a file upload it does not carry";
+    if request.query.contains(UPLOAD_MARKER) {
+        return Err(NAMES_NO_FILE);
+    }
+    let files = request.uploads.len();
+    let mut pending: Vec<&async_graphql::Value> = request.variables.values().collect();
+    while let Some(value) = pending.pop() {
+        match value {
+            async_graphql::Value::String(s) => {
+                if let Some(index) = s.strip_prefix(UPLOAD_MARKER) {
+                    if !index.parse::<usize>().is_ok_and(|i| i < files) {
+                        return Err(NAMES_NO_FILE);
+                    }
+                }
+            }
+            async_graphql::Value::List(items) => pending.extend(items),
+            async_graphql::Value::Object(fields) => pending.extend(fields.values()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The declared `Content-Length`, if any.
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -252,6 +284,9 @@ async fn execute(
                 state.max_document_bytes
             ),
         );
+    }
+    if let Err(message) = check_upload_references(&request) {
+        return refuse(StatusCode::BAD_REQUEST, message);
     }
     let started = Instant::now();
     let document = match state.documents.prepare(&request.query) {

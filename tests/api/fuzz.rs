@@ -61,6 +61,16 @@ fn document() -> impl Strategy<Value = String> {
         Just("\n"),
         Just("1e999"),
         Just("null"),
+        Just("uploadAvatar(file: $f)"),
+        Just("uploadAvatar(file: \"#__graphql_file__:7\")"),
+        Just("$f: Upload!"),
+        Just("updateProfile(input: {name: null, email: $e})"),
+        Just("addCar(input: {brand: \"b\", model: \"m\"})"),
+        Just("removeCar(id: $t)"),
+        Just("changePassword(currentPassword: \"a\", newPassword: \"b\")"),
+        Just("... on UserError { code }"),
+        Just("avatarUrl(size: ORIGINAL)"),
+        Just("sessions"),
     ];
     prop_oneof![
         proptest::collection::vec(token, 0..40).prop_map(|t| t.join(" ")),
@@ -75,6 +85,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         any::<f64>().prop_map(|f| json!(f)),
         any::<String>().prop_map(Value::from),
+        // The engine's own upload marker, which it would trust.
+        "#__graphql_file__:[0-9x]{0,3}".prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
@@ -85,9 +97,40 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// Multipart bodies (boundary `B`) built from plausible parts: operations
+/// and maps that are JSON or not, that name files that exist or not.
+fn multipart() -> impl Strategy<Value = Vec<u8>> {
+    let part = prop_oneof![
+        (document(), json_value()).prop_map(|(query, variables)| (
+            "operations".to_owned(),
+            json!({ "query": query, "variables": variables }).to_string()
+        )),
+        Just((
+            "operations".to_owned(),
+            json!({ "query": "mutation($f: Upload!) { uploadAvatar(file: $f) { __typename } }", "variables": { "f": null } }).to_string()
+        )),
+        Just(("operations".to_owned(), "[{\"query\": \"{ me { id } }\"}]".to_owned())),
+        json_value().prop_map(|map| ("map".to_owned(), map.to_string())),
+        Just(("map".to_owned(), json!({ "0": ["variables.f"] }).to_string())),
+        Just(("map".to_owned(), json!({ "0": ["variables.f"], "1": ["variables.f"] }).to_string())),
+        ("[0-9a-z]{0,3}", any::<Vec<u8>>()).prop_map(|(name, bytes)| (name, String::from_utf8_lossy(&bytes).into_owned())),
+    ];
+    proptest::collection::vec(part, 0..5).prop_map(|parts| {
+        let mut body = Vec::new();
+        for (name, content) in parts {
+            body.extend(format!("--B\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f.png\"\r\nContent-Type: image/png\r\n\r\n").as_bytes());
+            body.extend(content.as_bytes());
+            body.extend(b"\r\n");
+        }
+        body.extend(b"--B--\r\n");
+        body
+    })
+}
+
 #[derive(Debug, Clone)]
 enum Body {
-    Raw(Vec<u8>),
+    /// Bytes sent as JSON, or as a multipart request (an upload).
+    Raw(Vec<u8>, bool),
     Request {
         query: String,
         variables: Value,
@@ -97,7 +140,9 @@ enum Body {
 
 fn body() -> impl Strategy<Value = Body> {
     prop_oneof![
-        any::<Vec<u8>>().prop_map(Body::Raw),
+        (any::<Vec<u8>>(), any::<bool>())
+            .prop_map(|(bytes, multipart)| Body::Raw(bytes, multipart)),
+        multipart().prop_map(|bytes| Body::Raw(bytes, true)),
         (
             document(),
             json_value(),
@@ -138,10 +183,13 @@ fn the_graphql_endpoint_survives_arbitrary_requests() {
                     .client
                     .post(app.url("/graphql"))
                     .json(&json!({ "query": query, "variables": variables, "operationName": operation })),
-                (Body::Raw(bytes), _) => app
+                (Body::Raw(bytes, multipart), _) => app
                     .client
                     .post(app.url("/graphql"))
-                    .header("content-type", "application/json")
+                    .header(
+                        "content-type",
+                        if *multipart { "multipart/form-data; boundary=B" } else { "application/json" },
+                    )
                     .body(bytes.clone()),
             };
             let request = if authenticated { request.bearer_auth(&token) } else { request };
@@ -150,7 +198,7 @@ fn the_graphql_endpoint_survives_arbitrary_requests() {
             let text = response.text().await.expect("body");
             (status, text)
         });
-        prop_assert!([200, 400, 405, 413].contains(&status), "status {status}: {answer}");
+        prop_assert!([200, 400, 401, 405, 413].contains(&status), "status {status}: {answer}");
         let value: Value = serde_json::from_str(&answer).map_err(|e| TestCaseError::fail(format!("not JSON ({e}): {answer}")))?;
         assert_no_secrets(&value);
         for error in value["errors"].as_array().into_iter().flatten() {

@@ -2,6 +2,7 @@
 
 mod abuse;
 mod account;
+mod avatar;
 mod connections;
 mod fuzz;
 mod graphiql;
