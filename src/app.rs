@@ -15,11 +15,13 @@ use tokio::net::TcpListener;
 use crate::auth::{keys, load_refresh_key, KeyRing, PasswordHasher, TokenService};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::ServeConfig;
+use crate::domain::mail::{MailLinks, RetryPolicy, TokenLifetimes};
 use crate::domain::SignUpRules;
 use crate::graphql::{build_schema, document_guard, AppSchema, DocumentGuard};
 use crate::http::{router, AppState, RouterConfig, ServerLimits};
+use crate::mail::{MailSender, MailTemplates, Mailer, SenderSettings, Transport};
 use crate::metrics::Metrics;
-use crate::service::{AccountService, AccountSettings, Throttle};
+use crate::service::{AccountService, AccountSettings, MailSettings, Throttle};
 use crate::storage::{self, Store};
 
 /// Everything a request needs, wired together: the HTTP layer serves it,
@@ -28,6 +30,9 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyRing>,
     pub accounts: Arc<AccountService>,
+    /// Renders mail for the outbox; the sender stops when it is dropped.
+    pub mailer: Arc<Mailer>,
+    pub clock: SharedClock,
     pub schema: AppSchema,
     pub documents: Arc<DocumentGuard>,
     pub metrics: Arc<Metrics>,
@@ -56,6 +61,16 @@ impl Services {
             .await?;
 
         let metrics = Arc::new(Metrics::new());
+        let mailer = Arc::new(Mailer::new(
+            MailTemplates::load(config.mail.mail_templates.as_deref())?,
+            MailLinks::new(&config.mail_link_base()),
+            TokenLifetimes {
+                verify_email: config.mail.verify_email_ttl,
+                reset_password: config.mail.password_reset_ttl,
+                change_email: config.mail.email_change_ttl,
+                sign_in_code: config.mail.sign_in_code_ttl,
+            },
+        ));
         let hasher = PasswordHasher::new(&config.passwords, metrics.clone())?;
         let tokens = TokenService::new(&config.tokens, keys.clone(), refresh_key, clock.clone());
         let accounts = Arc::new(AccountService::new(
@@ -68,11 +83,21 @@ impl Services {
                 refresh_ttl: config.tokens.refresh_ttl,
                 refresh_grace: config.tokens.refresh_grace,
                 session_max_lifetime: config.tokens.session_max_lifetime,
-                throttle: Throttle::new(store.clone(), &config.security, clock.clone()),
+                throttle: Throttle::new(
+                    store.clone(),
+                    &config.security,
+                    &config.mail,
+                    clock.clone(),
+                ),
                 cleanup_every: config.security.cleanup_every,
+                mail: MailSettings {
+                    mailer: mailer.clone(),
+                    require_verified_email: config.mail.require_verified_email,
+                    sign_in_codes: config.mail.sign_in_codes,
+                },
             },
             metrics.clone(),
-            clock,
+            clock.clone(),
         ));
         let schema = build_schema(
             accounts.clone(),
@@ -85,6 +110,8 @@ impl Services {
             store,
             keys,
             accounts,
+            mailer,
+            clock,
             schema,
             documents: Arc::new(document_guard(&config.limits, config.introspection)),
             metrics,
@@ -114,11 +141,14 @@ impl App {
             store,
             keys,
             accounts,
+            mailer,
+            clock,
             schema,
             documents,
             metrics,
         } = Services::build_with(&config, clock).await?;
         spawn_key_reloader(&keys);
+        spawn_mail_sender(&config, &store, &mailer, clock, &metrics)?;
         let cors_origins = config
             .cors_origins
             .iter()
@@ -201,6 +231,48 @@ fn spawn_key_reloader(keys: &Arc<KeyRing>) {
             }
         }
     });
+}
+
+/// Starts this instance's outbox sender: SMTP when configured, else files.
+fn spawn_mail_sender(
+    config: &ServeConfig,
+    store: &Arc<dyn Store>,
+    mailer: &Arc<Mailer>,
+    clock: SharedClock,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let transport = match &config.mail.smtp_url {
+        Some(url) => Transport::smtp(url.expose())?,
+        None => {
+            tracing::info!(
+                folder = %config.mail.mail_dir.display(),
+                "no AUTHQL_SMTP_URL: mails are written as .eml files and their links logged"
+            );
+            Transport::files(config.mail.mail_dir.clone())?
+        }
+    };
+    let from = config
+        .mail
+        .mail_from
+        .parse()
+        .map_err(|e| anyhow::anyhow!("AUTHQL_MAIL_FROM: {e}"))?;
+    MailSender::new(
+        store.clone(),
+        transport,
+        SenderSettings {
+            from,
+            retry: RetryPolicy {
+                first_delay: config.mail.mail_retry_delay,
+                max_delay: std::time::Duration::from_secs(600),
+                give_up_after: config.mail.mail_give_up,
+            },
+            poll: config.mail.mail_poll,
+        },
+        clock,
+        metrics.clone(),
+    )
+    .spawn(&mailer.wake_handle());
+    Ok(())
 }
 
 /// Connects and, unless disabled, applies pending migrations.

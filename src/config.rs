@@ -116,6 +116,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub http: HttpConfig,
 
+    #[command(flatten)]
+    pub mail: MailConfig,
+
     /// Region (ISO 3166 code such as `RU`) for phone numbers written without `+`.
     /// Without it such numbers are refused.
     #[arg(long, env = "AUTHQL_PHONE_REGION")]
@@ -427,7 +430,79 @@ pub struct LimitsConfig {
     pub max_uploads: usize,
 }
 
+/// Mail: where it goes, what its links point at, how long its tokens live.
+#[derive(Debug, Clone, Args)]
+pub struct MailConfig {
+    /// `smtp://host:port` (STARTTLS required; `?tls=opportunistic` or
+    /// `?tls=none` to relax it) or `smtps://host:port`, with
+    /// `user:password@` when the server wants them. Unset: mails are
+    /// written as .eml files to AUTHQL_MAIL_DIR and their links logged.
+    #[arg(long, env = "AUTHQL_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<Secret>,
+    /// The From of every mail, e.g. `Example <noreply@example.com>`.
+    #[arg(
+        long,
+        env = "AUTHQL_MAIL_FROM",
+        default_value = "authql <noreply@localhost>"
+    )]
+    pub mail_from: String,
+    /// Where mails are written without an SMTP server.
+    #[arg(long, env = "AUTHQL_MAIL_DIR", default_value = "data/mail")]
+    pub mail_dir: std::path::PathBuf,
+    /// A folder whose `<kind>.subject|txt|html` files replace the built-in templates.
+    #[arg(long, env = "AUTHQL_MAIL_TEMPLATES")]
+    pub mail_templates: Option<std::path::PathBuf>,
+    /// Base of the links in mails (the frontend), e.g.
+    /// `https://app.example.com`: `{base}/reset-password?token=...`.
+    /// Default: AUTHQL_PUBLIC_URL, else `http://` and AUTHQL_BIND.
+    #[arg(long, env = "AUTHQL_MAIL_LINK_BASE")]
+    pub mail_link_base: Option<String>,
+    /// Refuse createToken by e-mail for accounts whose e-mail is not verified.
+    #[arg(long, env = "AUTHQL_REQUIRE_VERIFIED_EMAIL", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_verified_email: bool,
+    /// Offer requestSignInCode and signInWithCode (passwordless sign-in by mail).
+    #[arg(long, env = "AUTHQL_SIGN_IN_CODES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub sign_in_codes: bool,
+    /// Lifetime of an e-mail verification link.
+    #[arg(long, env = "AUTHQL_VERIFY_EMAIL_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub verify_email_ttl: Duration,
+    /// Lifetime of a password reset link.
+    #[arg(long, env = "AUTHQL_PASSWORD_RESET_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub password_reset_ttl: Duration,
+    /// Lifetime of an e-mail change confirmation link.
+    #[arg(long, env = "AUTHQL_EMAIL_CHANGE_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub email_change_ttl: Duration,
+    /// Lifetime of a sign-in code.
+    #[arg(long, env = "AUTHQL_SIGN_IN_CODE_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub sign_in_code_ttl: Duration,
+    /// Mail requests (verification, reset, e-mail change, sign-in code)
+    /// per client address per window.
+    #[arg(long, env = "AUTHQL_RATE_MAIL", default_value = "20/1h")]
+    pub rate_mail: RateLimit,
+    /// Mails asked for to one address per window, from anywhere.
+    #[arg(long, env = "AUTHQL_RATE_MAIL_RECIPIENT", default_value = "5/1h")]
+    pub rate_mail_recipient: RateLimit,
+    /// Wait after a failed delivery; doubles per failure up to 10 minutes.
+    #[arg(long, env = "AUTHQL_MAIL_RETRY_DELAY", default_value = "30s", value_parser = parse_duration)]
+    pub mail_retry_delay: Duration,
+    /// A mail not delivered this long after it was queued is given up.
+    #[arg(long, env = "AUTHQL_MAIL_GIVE_UP", default_value = "24h", value_parser = parse_duration)]
+    pub mail_give_up: Duration,
+    /// How often the sender looks for mail queued elsewhere or due again.
+    #[arg(long, env = "AUTHQL_MAIL_POLL", default_value = "5s", value_parser = parse_duration)]
+    pub mail_poll: Duration,
+}
+
 impl ServeConfig {
+    /// The base of links in mails.
+    pub fn mail_link_base(&self) -> String {
+        match (&self.mail.mail_link_base, self.public_base()) {
+            (Some(base), _) => base.trim().trim_end_matches('/').to_owned(),
+            (None, public) if !public.is_empty() => public,
+            (None, _) => format!("http://{}", self.bind),
+        }
+    }
+
     /// What avatar URLs start with: `AUTHQL_PUBLIC_URL` without a trailing
     /// slash, or nothing (relative URLs).
     pub fn public_base(&self) -> String {
@@ -459,6 +534,30 @@ impl ServeConfig {
                      (e.g. `openssl rand -base64 32`), or unset it to let authql generate one",
                     secret.expose().len()
                 ));
+            }
+        }
+        if let Some(url) = &self.mail.smtp_url {
+            crate::mail::transport::lettre_url(url.expose())
+                .map_err(|e| format!("AUTHQL_SMTP_URL: {e}"))?;
+        }
+        self.mail
+            .mail_from
+            .parse::<lettre::message::Mailbox>()
+            .map_err(|e| format!("AUTHQL_MAIL_FROM: {e}"))?;
+        if let Some(base) = &self.mail.mail_link_base {
+            check_http_url(base).map_err(|e| format!("AUTHQL_MAIL_LINK_BASE: {e}"))?;
+        }
+        if self.mail.mail_poll < Duration::from_millis(10) {
+            return Err("AUTHQL_MAIL_POLL must be at least 10ms".into());
+        }
+        for (name, ttl) in [
+            ("AUTHQL_VERIFY_EMAIL_TTL", self.mail.verify_email_ttl),
+            ("AUTHQL_PASSWORD_RESET_TTL", self.mail.password_reset_ttl),
+            ("AUTHQL_EMAIL_CHANGE_TTL", self.mail.email_change_ttl),
+            ("AUTHQL_SIGN_IN_CODE_TTL", self.mail.sign_in_code_ttl),
+        ] {
+            if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(30 * 86_400) {
+                return Err(format!("{name} must be between 1m and 30d"));
             }
         }
         if self.tokens.jwt_leeway > Duration::from_secs(60) {
@@ -494,14 +593,7 @@ impl ServeConfig {
             return Err("AUTHQL_MAX_UPLOADS must be positive".into());
         }
         if let Some(url) = &self.public_url {
-            let rest = url
-                .strip_prefix("https://")
-                .or_else(|| url.strip_prefix("http://"));
-            if rest.is_none_or(|r| r.trim_end_matches('/').is_empty() || r.contains(['?', '#'])) {
-                return Err(format!(
-                    "AUTHQL_PUBLIC_URL={url:?} must be an http(s) URL such as https://auth.example.com"
-                ));
-            }
+            check_http_url(url).map_err(|e| format!("AUTHQL_PUBLIC_URL: {e}"))?;
         }
         for (name, value) in [
             ("AUTHQL_HTTP_HEADER_TIMEOUT", self.http.header_timeout),
@@ -555,6 +647,19 @@ impl PasswordConfig {
 /// One `AUTHQL_CORS_ORIGINS` entry: `scheme://host[:port]`, exactly what
 /// browsers send in `Origin`. A wildcard would let every site read the
 /// answers of its visitors' requests, so it is refused.
+/// An http(s) base URL without query or fragment.
+fn check_http_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    if rest.is_none_or(|r| r.trim_end_matches('/').is_empty() || r.contains(['?', '#'])) {
+        return Err(format!(
+            "{url:?} must be an http(s) URL such as https://app.example.com"
+        ));
+    }
+    Ok(())
+}
+
 fn check_origin(origin: &str) -> Result<(), String> {
     if origin == "*" {
         return Err(

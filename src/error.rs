@@ -32,6 +32,15 @@ pub const BAD_REQUEST: &str = "BAD_REQUEST";
 /// An unknown path (HTTP 404), or none of the caller's cars or sessions
 /// has the id given (the `NotFound` result).
 pub const NOT_FOUND: &str = "NOT_FOUND";
+/// A token or code from a mail that is malformed, expired, used, replaced
+/// by a newer one, or unknown (the `InvalidToken` result).
+pub const INVALID_TOKEN: &str = "INVALID_TOKEN";
+/// `createToken` by e-mail while `AUTHQL_REQUIRE_VERIFIED_EMAIL` is on and
+/// the address is not verified (told only after the password checked out).
+pub const EMAIL_NOT_VERIFIED: &str = "EMAIL_NOT_VERIFIED";
+/// A feature this server has switched off (sign-in codes without
+/// `AUTHQL_SIGN_IN_CODES`).
+pub const NOT_ENABLED: &str = "NOT_ENABLED";
 /// Anything unexpected; the message says only "internal error".
 pub const INTERNAL: &str = "INTERNAL";
 
@@ -54,6 +63,15 @@ pub enum AuthError {
     /// is not theirs either, and is never told apart).
     #[error("no such {0}")]
     NotFound(&'static str),
+    /// `INVALID_TOKEN`.
+    #[error("invalid or expired token")]
+    InvalidToken,
+    /// `EMAIL_NOT_VERIFIED`.
+    #[error("the e-mail address is not verified yet: follow the link mailed to it")]
+    EmailNotVerified,
+    /// `NOT_ENABLED`: the named feature is switched off here.
+    #[error("{0} is not enabled on this server")]
+    NotEnabled(&'static str),
     /// `RATE_LIMITED`, with `extensions.retryAfter`.
     #[error("too many attempts; retry after {retry_after_secs} seconds")]
     RateLimited { retry_after_secs: u64 },
@@ -71,6 +89,9 @@ impl AuthError {
             Self::InvalidRefreshToken => INVALID_REFRESH_TOKEN,
             Self::RateLimited { .. } => RATE_LIMITED,
             Self::NotFound(_) => NOT_FOUND,
+            Self::InvalidToken => INVALID_TOKEN,
+            Self::EmailNotVerified => EMAIL_NOT_VERIFIED,
+            Self::NotEnabled(_) => NOT_ENABLED,
             Self::Internal(_) => INTERNAL,
         }
     }

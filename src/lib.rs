@@ -20,6 +20,8 @@ pub mod error;
 pub mod graphql;
 /// Router, GraphiQL assets, health, metrics, limits, CORS.
 pub mod http;
+/// Mail: templates, SMTP or file transport, the outbox sender.
+pub mod mail;
 /// Prometheus metrics owned by the app.
 pub mod metrics;
 /// The account rules: sign up, sign in, refresh, revoke, me.

@@ -41,6 +41,12 @@ pub struct Metrics {
     hash_shed: Family<ReasonLabels, Counter>,
     hash_queue_depth: Gauge,
     security_events: Family<KindLabels, Counter>,
+    mail_queued: Family<KindLabels, Counter>,
+    mail_sent: Family<KindLabels, Counter>,
+    mail_failed: Family<ReasonLabels, Counter>,
+    mail_retried: Counter,
+    mail_waiting: Gauge,
+    mail_queue_age: Gauge,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,9 +111,51 @@ impl Metrics {
             "Security events (also in the security_events table) by kind",
             security_events.clone(),
         );
+        let mail_queued = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "mail_queued",
+            "Mails written to the outbox by this instance, by kind",
+            mail_queued.clone(),
+        );
+        let mail_sent = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "mail_sent",
+            "Mails this instance's sender delivered, by kind",
+            mail_sent.clone(),
+        );
+        let mail_failed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "mail_failed",
+            "Mails given up: permanent (a 5xx answer) or expired (no delivery within AUTHQL_MAIL_GIVE_UP)",
+            mail_failed.clone(),
+        );
+        let mail_retried = Counter::default();
+        registry.register(
+            "mail_retried",
+            "Delivery attempts that failed for now and will be retried",
+            mail_retried.clone(),
+        );
+        let mail_waiting = Gauge::default();
+        registry.register(
+            "mail_queue_waiting",
+            "Mails in the outbox not yet sent or given up (all instances)",
+            mail_waiting.clone(),
+        );
+        let mail_queue_age = Gauge::default();
+        registry.register(
+            "mail_queue_age_seconds",
+            "Age of the oldest mail waiting in the outbox (0 when none)",
+            mail_queue_age.clone(),
+        );
         Self {
             registry,
             security_events,
+            mail_queued,
+            mail_sent,
+            mail_failed,
+            mail_retried,
+            mail_waiting,
+            mail_queue_age,
             requests,
             latency,
             sign_ins,
@@ -162,6 +210,41 @@ impl Metrics {
 
     pub fn observe_hash_wait(&self, waited: Duration) {
         self.hash_wait.observe(waited.as_secs_f64());
+    }
+
+    pub fn mail_queued(&self, kind: &str) {
+        self.mail_queued
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn mail_sent(&self, kind: &str) {
+        self.mail_sent
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// `reason`: `permanent` or `expired`.
+    pub fn mail_failed(&self, reason: &'static str) {
+        self.mail_failed
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn mail_retried(&self) {
+        self.mail_retried.inc();
+    }
+
+    pub fn set_mail_backlog(&self, waiting: i64, oldest_age: Duration) {
+        self.mail_waiting.set(waiting);
+        self.mail_queue_age
+            .set(i64::try_from(oldest_age.as_secs()).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text exposition (Prometheus scrapes it natively).

@@ -19,6 +19,9 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
     /// Names the current avatar version (in its URL); `None` without one.
     pub avatar_hash: Option<String>,
+    /// When the current e-mail was proven to be the user's (a link from a
+    /// mail to it was followed); `None`: not verified, or no e-mail.
+    pub email_verified_at: Option<DateTime<Utc>>,
 }
 
 /// A car of a user.

@@ -21,6 +21,14 @@ pub enum EventKind {
     AccountDeleted,
     /// An avatar uploaded or removed.
     AvatarChanged,
+    /// A mail with a token or code was asked for (the detail: which).
+    MailRequested,
+    /// The user followed a verification link.
+    EmailVerified,
+    /// A password set through a reset link; every session ended.
+    PasswordReset,
+    /// An e-mail change confirmed from the new address.
+    EmailChanged,
     /// A request refused by a limit; aggregated per client bucket and minute.
     RateLimited,
 }
@@ -41,6 +49,10 @@ impl EventKind {
             EventKind::SessionRevoked => "session_revoked",
             EventKind::AccountDeleted => "account_deleted",
             EventKind::AvatarChanged => "avatar_changed",
+            EventKind::MailRequested => "mail_requested",
+            EventKind::EmailVerified => "email_verified",
+            EventKind::PasswordReset => "password_reset",
+            EventKind::EmailChanged => "email_changed",
             EventKind::RateLimited => "rate_limited",
         }
     }

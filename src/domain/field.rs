@@ -20,6 +20,15 @@ impl FieldError {
             message: message.into(),
         }
     }
+
+    /// The same problem, reported on another input field (a rule shared
+    /// by fields of different names).
+    pub fn renamed(self, field: &str) -> Self {
+        Self {
+            field: field.to_owned(),
+            ..self
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod avatar;
 pub mod client;
 pub mod field;
+pub mod mail;
 pub mod password;
 pub mod profile;
 pub mod rotation;

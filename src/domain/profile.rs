@@ -62,6 +62,9 @@ pub struct ProfileUpdate {
     pub name: Change<String>,
     pub surname: Change<String>,
     pub second_name: Change<String>,
+    /// The new e-mail arrives proven (confirmed from its mailbox), so it
+    /// is verified at once; otherwise a changed address is unverified.
+    pub email_proven: bool,
     _checked: Checked,
 }
 
@@ -97,6 +100,7 @@ impl ProfileForm {
                     name,
                     surname,
                     second_name,
+                    email_proven: false,
                     _checked: Checked(()),
                 })
             }
@@ -106,6 +110,20 @@ impl ProfileForm {
 }
 
 impl ProfileUpdate {
+    /// The same change, its new e-mail proven to be the user's.
+    pub fn with_email_proven(mut self) -> Self {
+        self.email_proven = true;
+        self
+    }
+
+    /// Whether it sets an e-mail (that may differ from the current one).
+    pub fn new_email(&self) -> Option<&str> {
+        match &self.email {
+            Change::Set(email) => Some(&email.address),
+            Change::Keep | Change::Clear => None,
+        }
+    }
+
     /// What storage writes, given the profile as read under the user's lock.
     pub fn plan(&self, current: &StoredProfile, now: DateTime<Utc>) -> ProfilePlan {
         let user = &current.user;
@@ -126,9 +144,12 @@ impl ProfileUpdate {
             Change::Clear => (None, None),
             Change::Set(email) => (Some(email.address.clone()), Some(email.key.clone())),
         };
-        if email != user.email {
+        let email_verified_at = if email == user.email {
+            user.email_verified_at
+        } else {
             changed.insert(0, "email");
-        }
+            (self.email_proven && email.is_some()).then_some(now)
+        };
         // The username's key is the user's own login either way: never
         // released, never claimed twice.
         let own = |key: &Option<String>| key.clone().filter(|k| *k != current.username_key);
@@ -144,6 +165,7 @@ impl ProfileUpdate {
                 name,
                 surname,
                 second_name,
+                email_verified_at,
                 updated_at: if changed.is_empty() {
                     user.updated_at
                 } else {
@@ -231,6 +253,7 @@ mod tests {
                 created_at: at,
                 updated_at: at,
                 avatar_hash: None,
+                email_verified_at: None,
             },
             username_key: "ivan".into(),
             email_key: email.map(match_key),

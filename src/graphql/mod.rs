@@ -6,6 +6,7 @@
 mod account;
 mod document;
 mod loaders;
+mod mail;
 mod mutation;
 mod policy;
 mod query;
@@ -45,12 +46,15 @@ pub(crate) fn request_data<'a, T: std::any::Any + Send + Sync>(
 
 /// Root fields that each make one credential attempt: at most one of them per
 /// document, so aliases cannot multiply guesses.
-pub const CREDENTIAL_MUTATIONS: [&str; 5] = [
+pub const CREDENTIAL_MUTATIONS: [&str; 8] = [
     "signUp",
     "createToken",
     "refreshToken",
     "changePassword",
     "deleteAccount",
+    "requestEmailChange",
+    "resetPassword",
+    "signInWithCode",
 ];
 
 fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {

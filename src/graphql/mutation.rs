@@ -4,6 +4,7 @@ use super::request_data;
 use async_graphql::{Context, ErrorExtensions as _, MergedObject, Object, Result};
 
 use super::account::AccountMutation;
+use super::mail::MailMutation;
 
 use super::types::{AuthPayload, CreateTokenInput, SignUpInput};
 use crate::domain::{Client, Password, SignInForm};
@@ -12,7 +13,7 @@ use crate::service::{AccountService, Viewer};
 /// The five mutations of the first release (plain results, errors in
 /// `errors[]`), then every later one (typed results).
 #[derive(MergedObject, Default)]
-pub struct Mutation(AuthMutation, AccountMutation);
+pub struct Mutation(AuthMutation, AccountMutation, MailMutation);
 
 /// Sign-up, sign-in and tokens.
 #[derive(Default)]

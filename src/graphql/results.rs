@@ -58,9 +58,18 @@ pub struct NotFound {
     pub message: String,
 }
 
+/// The link's or code's token is malformed, expired, used, replaced by a
+/// newer one, or unknown: ask for a new mail.
+#[derive(SimpleObject)]
+pub struct InvalidToken {
+    /// `INVALID_TOKEN`.
+    pub code: String,
+    pub message: String,
+}
+
 /// An expected failure of a mutation: `code` is one of the strings of
 /// `extensions.code` (VALIDATION, INVALID_CREDENTIALS, RATE_LIMITED,
-/// NOT_FOUND, ...).
+/// NOT_FOUND, INVALID_TOKEN, ...).
 #[derive(Interface)]
 // The two `field(...)` entries each have their own `ty`: not duplicates.
 #[allow(clippy::duplicated_attributes)]
@@ -77,6 +86,7 @@ pub enum UserError {
     InvalidCredentials(InvalidCredentials),
     RateLimited(RateLimited),
     NotFound(NotFound),
+    InvalidToken(InvalidToken),
 }
 
 /// An error arm of a result union: which service errors it stands for.
@@ -130,6 +140,15 @@ impl ErrorArm for NotFound {
     fn from_error(error: &AuthError) -> Option<Self> {
         matches!(error, AuthError::NotFound(_)).then(|| NotFound {
             code: error::NOT_FOUND.to_owned(),
+            message: error.to_string(),
+        })
+    }
+}
+
+impl ErrorArm for InvalidToken {
+    fn from_error(error: &AuthError) -> Option<Self> {
+        matches!(error, AuthError::InvalidToken).then(|| InvalidToken {
+            code: error::INVALID_TOKEN.to_owned(),
             message: error.to_string(),
         })
     }

@@ -56,6 +56,9 @@ pub struct User {
     pub created_at: DateTime,
     /// The last change of profile, cars, password or avatar.
     pub updated_at: DateTime,
+    /// Whether the user proved the e-mail is theirs (followed the link of
+    /// a verification or e-mail change mail). False without an e-mail.
+    pub email_verified: bool,
     #[graphql(skip)]
     pub key: i64,
     /// Cars read together with the user; otherwise the DataLoader fetches them.
@@ -157,6 +160,7 @@ impl User {
         cars: Option<Vec<account::Car>>,
         session_id: Option<String>,
     ) -> Self {
+        let email_verified = u.email.is_some() && u.email_verified_at.is_some();
         User {
             id: ID(u.id.to_string()),
             username: u.username,
@@ -167,6 +171,7 @@ impl User {
             second_name: u.second_name,
             created_at: DateTime(u.created_at),
             updated_at: DateTime(u.updated_at),
+            email_verified,
             key: u.id,
             cars: cars.map(|cars| cars.into_iter().map(Car::from).collect()),
             avatar_hash: u.avatar_hash,

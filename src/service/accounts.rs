@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+mod mail;
 mod manage;
+
+pub use mail::MailSettings;
 
 use super::audit::Audit;
 use super::throttle::{Action, LoginSubject, Throttle};
@@ -95,6 +98,7 @@ pub struct AccountService {
     clock: SharedClock,
     /// Avatar uploads decoded at once (one per core).
     image_workers: Arc<tokio::sync::Semaphore>,
+    mail: MailSettings,
 }
 
 pub struct AccountSettings {
@@ -104,6 +108,7 @@ pub struct AccountSettings {
     pub session_max_lifetime: Duration,
     pub throttle: Throttle,
     pub cleanup_every: u64,
+    pub mail: MailSettings,
 }
 
 /// Revoked sessions and stale counters are kept this long before cleanup.
@@ -137,6 +142,7 @@ impl AccountService {
             image_workers: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, usize::from),
             )),
+            mail: settings.mail,
         }
     }
 
@@ -217,6 +223,9 @@ impl AccountService {
         // The event row was written with the user; count it.
         self.audit.written_elsewhere(EventKind::SignUp);
         self.maybe_clean_up();
+        if record.email.is_some() {
+            self.send_verification(&record).await;
+        }
         Ok(SignedIn {
             access_token: self.access_token(record.id, &session.id)?,
             refresh_token,
@@ -291,6 +300,17 @@ impl AccountService {
             }
         }
         self.throttle.login_succeeded(&subject, client).await?;
+        // Told only now, to the one who knows the password.
+        let by_email = attempt.login_key.is_some()
+            && credentials.user.email.as_deref().map(match_key) == attempt.login_key;
+        if self.mail.require_verified_email
+            && by_email
+            && credentials.user.email_verified_at.is_none()
+        {
+            self.metrics.sign_in(false);
+            tracing::info!(user_id, "sign-in refused: e-mail not verified");
+            return Err(AuthError::EmailNotVerified);
+        }
         self.metrics.sign_in(true);
         tracing::info!(user_id, "signed in");
         self.open_session(credentials.user.clone(), client).await

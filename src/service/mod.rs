@@ -4,5 +4,5 @@ pub mod accounts;
 pub mod audit;
 pub mod throttle;
 
-pub use accounts::{AccountService, AccountSettings, SignedIn, Viewer};
+pub use accounts::{AccountService, AccountSettings, MailSettings, SignedIn, Viewer};
 pub use throttle::Throttle;

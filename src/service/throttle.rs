@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::clock::SharedClock;
-use crate::config::{RateLimit, SecurityConfig};
+use crate::config::{MailConfig, RateLimit, SecurityConfig};
 use crate::domain::throttle::{LoginDecision, LoginPolicy};
 use crate::domain::Client;
 use crate::error::AuthError;
@@ -36,6 +36,8 @@ pub enum Action {
     Revoke,
     /// Any change a signed-in user makes to their own account.
     Account,
+    /// Asking for a mail with a token or code.
+    Mail,
 }
 
 impl Action {
@@ -46,6 +48,7 @@ impl Action {
             Action::Refresh => "refreshToken",
             Action::Revoke => "revokeToken",
             Action::Account => "account",
+            Action::Mail => "mail",
         }
     }
 }
@@ -67,11 +70,18 @@ pub struct Throttle {
     refresh: RateLimit,
     revoke: RateLimit,
     account: RateLimit,
+    mail: RateLimit,
+    mail_recipient: RateLimit,
     policy: LoginPolicy,
 }
 
 impl Throttle {
-    pub fn new(store: Arc<dyn Store>, config: &SecurityConfig, clock: SharedClock) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: &SecurityConfig,
+        mail: &MailConfig,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             store,
             clock,
@@ -80,6 +90,8 @@ impl Throttle {
             refresh: config.rate_refresh,
             revoke: config.rate_revoke,
             account: config.rate_account,
+            mail: mail.rate_mail,
+            mail_recipient: mail.rate_mail_recipient,
             policy: LoginPolicy {
                 free_failures: config.login_free_failures,
                 max_delay: config.login_max_delay,
@@ -96,20 +108,30 @@ impl Throttle {
             Action::Refresh => self.refresh,
             Action::Revoke => self.revoke,
             Action::Account => self.account,
+            Action::Mail => self.mail,
         };
+        self.count(limit, &format!("{}:{}", action.name(), client.bucket))
+            .await
+    }
+
+    /// Counts one mail asked for to the address with this match key, from
+    /// anywhere (whether an account has it or not, so the answer tells
+    /// nothing); refuses it past the limit. The key is stored hashed.
+    pub async fn mail_to(&self, email_key: &str) -> Result<(), AuthError> {
+        let digest = Sha256::digest(email_key.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.count(self.mail_recipient, &format!("mail-to:{hex}"))
+            .await
+    }
+
+    async fn count(&self, limit: RateLimit, key: &str) -> Result<(), AuthError> {
         if limit.is_off() {
             return Ok(());
         }
         let now = self.clock.now().timestamp_millis();
         let window = i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX);
         let start = now - now.rem_euclid(window);
-        let hits = self
-            .store
-            .count_hit(
-                &format!("{}:{}", action.name(), client.bucket),
-                millis(start),
-            )
-            .await?;
+        let hits = self.store.count_hit(key, millis(start)).await?;
         if hits > i64::from(limit.max) {
             return Err(AuthError::RateLimited {
                 retry_after_secs: ceil_secs(start + window - now),

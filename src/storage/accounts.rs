@@ -58,10 +58,14 @@ pub trait AccountStore: Send + Sync {
     /// Applies a checked profile change under the user's lock, with its
     /// `profile_updated` event. `None` when the user is gone;
     /// [`StoreError::Conflict`] when the new e-mail is someone's login.
+    /// With `proof` (the hash of an e-mail change token) the change is the
+    /// confirmation of that token: it is consumed in the same transaction,
+    /// and `None` when it is no longer live.
     async fn update_profile(
         &self,
         actor: &Actor,
         update: &ProfileUpdate,
+        proof: Option<&[u8]>,
     ) -> Result<Option<ProfilePlan>, StoreError>;
     /// Adds a car after the user's others, if there is room, under the
     /// user's lock (so concurrent calls cannot pass the cap together).
@@ -158,12 +162,29 @@ macro_rules! account_store {
                 &self,
                 actor: &$crate::storage::accounts::Actor,
                 update: &$crate::domain::profile::ProfileUpdate,
+                proof: Option<&[u8]>,
             ) -> Result<Option<$crate::domain::profile::ProfilePlan>, $crate::storage::StoreError>
             {
                 use $crate::storage::Timestamp;
                 let mut tx = self.write_tx().await?;
                 if !lock_user(&mut tx, actor.user_id).await? {
                     return Ok(None);
+                }
+                if let Some(hash) = proof {
+                    let consumed = sqlx::query(
+                        "DELETE FROM mail_tokens
+                         WHERE user_id = $1 AND purpose = $2 AND token_hash = $3 AND expires_at > $4",
+                    )
+                    .bind(actor.user_id)
+                    .bind($crate::domain::mail::TokenPurpose::ChangeEmail.name())
+                    .bind(hash)
+                    .bind(Timestamp(actor.now))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if consumed == 0 {
+                        return Ok(None);
+                    }
                 }
                 let row: $crate::storage::rows::ProfileRow = sqlx::query_as(concat!(
                     "SELECT ",
@@ -175,12 +196,17 @@ macro_rules! account_store {
                 .await?;
                 let plan = update.plan(&row.into(), actor.now);
                 if plan.changed.is_empty() {
+                    if proof.is_some() {
+                        // The token is used up either way.
+                        tx.commit().await?;
+                    }
                     return Ok(Some(plan));
                 }
                 let user = &plan.user;
                 sqlx::query(
                     "UPDATE users SET email = $1, email_key = $2, phone = $3, name = $4,
-                         surname = $5, second_name = $6, updated_at = $7 WHERE id = $8",
+                         surname = $5, second_name = $6, updated_at = $7, email_verified_at = $9
+                     WHERE id = $8",
                 )
                 .bind(&user.email)
                 .bind(&plan.email_key)
@@ -190,6 +216,7 @@ macro_rules! account_store {
                 .bind(&user.second_name)
                 .bind(Timestamp(actor.now))
                 .bind(actor.user_id)
+                .bind(user.email_verified_at.map(Timestamp))
                 .execute(&mut *tx)
                 .await?;
                 if let Some(key) = &plan.release_key {
@@ -209,11 +236,11 @@ macro_rules! account_store {
                         .await?;
                 }
                 let detail = plan.changed.join(",");
-                insert_event(
-                    &mut tx,
-                    &actor.event($crate::domain::audit::EventKind::ProfileUpdated, Some(&detail)),
-                )
-                .await?;
+                let kind = match proof {
+                    Some(_) => $crate::domain::audit::EventKind::EmailChanged,
+                    None => $crate::domain::audit::EventKind::ProfileUpdated,
+                };
+                insert_event(&mut tx, &actor.event(kind, Some(&detail))).await?;
                 tx.commit().await?;
                 Ok(Some(plan))
             }
@@ -482,6 +509,16 @@ macro_rules! account_store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                // Reset links and sign-in codes mailed before die with the
+                // old password.
+                sqlx::query(
+                    "DELETE FROM mail_tokens WHERE user_id = $1 AND purpose IN ($2, $3)",
+                )
+                .bind(actor.user_id)
+                .bind($crate::domain::mail::TokenPurpose::ResetPassword.name())
+                .bind($crate::domain::mail::TokenPurpose::SignInCode.name())
+                .execute(&mut *tx)
+                .await?;
                 // The kept session's earlier refresh tokens die with the old
                 // password (unknown from now on, not "reused").
                 sqlx::query("DELETE FROM refresh_tokens WHERE session_id = $1")

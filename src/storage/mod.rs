@@ -8,6 +8,7 @@
 //! inside one method here.
 
 pub mod accounts;
+pub mod mail;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -27,6 +28,7 @@ use crate::domain::throttle::{LoginDecision, LoginPolicy};
 use crate::domain::NewUser;
 
 pub use accounts::{AccountStore, Actor, CarAdded, PasswordChange};
+pub use mail::{MailBacklog, MailStore, MailToken, NewMailToken, QueuedMail};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub(crate) use types::{SessionId, Timestamp};
@@ -104,10 +106,11 @@ pub(crate) use no_car_columns;
 macro_rules! user_columns {
     () => {
         "u.id, u.username, u.email, u.phone, u.name, u.surname, u.second_name, u.created_at,
-         u.updated_at, u.avatar_hash"
+         u.updated_at, u.avatar_hash, u.email_verified_at"
     };
 }
 pub(crate) use accounts::account_store;
+pub(crate) use mail::mail_store;
 pub(crate) use user_columns;
 
 /// A user with the stored PHC string, for sign-in only.
@@ -248,7 +251,7 @@ pub struct CleanupCutoffs {
 }
 
 #[async_trait]
-pub trait Store: AccountStore + Send + Sync + 'static {
+pub trait Store: AccountStore + MailStore + Send + Sync + 'static {
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     async fn migrate(&self) -> Result<(), StoreError>;

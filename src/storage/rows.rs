@@ -24,6 +24,7 @@ pub(crate) struct UserRow {
     created_at: Timestamp,
     updated_at: Timestamp,
     avatar_hash: Option<String>,
+    email_verified_at: Option<Timestamp>,
 }
 
 impl From<UserRow> for User {
@@ -39,6 +40,7 @@ impl From<UserRow> for User {
             created_at: r.created_at.0,
             updated_at: r.updated_at.0,
             avatar_hash: r.avatar_hash,
+            email_verified_at: r.email_verified_at.map(|t| t.0),
         }
     }
 }

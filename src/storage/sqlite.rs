@@ -120,6 +120,8 @@ fn create_private(file: &Path) -> anyhow::Result<()> {
 }
 
 super::account_store!(SqliteStore);
+// SQLite: BEGIN IMMEDIATE lets one claim in at a time; no row locks.
+super::mail_store!(SqliteStore, "");
 
 impl SqliteStore {
     /// A transaction that holds SQLite's write lock from its first
@@ -364,6 +366,7 @@ impl Store for SqliteStore {
             created_at: millis(now),
             updated_at: millis(now),
             avatar_hash: None,
+            email_verified_at: None,
         };
         Ok((record, cars_in_order(id, user, car_ids)))
     }

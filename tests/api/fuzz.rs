@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const CODES: [&str; 10] = [
+const CODES: [&str; 13] = [
     "VALIDATION",
     "UNAUTHENTICATED",
     "INVALID_CREDENTIALS",
@@ -19,6 +19,9 @@ const CODES: [&str; 10] = [
     "GRAPHQL_VALIDATION_FAILED",
     "BAD_REQUEST",
     "NOT_FOUND",
+    "INVALID_TOKEN",
+    "EMAIL_NOT_VERIFIED",
+    "NOT_ENABLED",
 ];
 
 /// GraphQL-shaped token soup: mostly invalid, sometimes valid documents.
@@ -71,6 +74,14 @@ fn document() -> impl Strategy<Value = String> {
         Just("... on UserError { code }"),
         Just("avatarUrl(size: ORIGINAL)"),
         Just("sessions"),
+        Just("requestPasswordReset(email: $e)"),
+        Just("resetPassword(token: $t, newPassword: \"b\")"),
+        Just("verifyEmail(token: \"\")"),
+        Just("confirmEmailChange(token: $t)"),
+        Just("requestEmailChange(password: \"p\", newEmail: $e)"),
+        Just("signInWithCode(email: $e, code: \"00000000\")"),
+        Just("requestSignInCode(email: $e)"),
+        Just("emailVerified"),
     ];
     prop_oneof![
         proptest::collection::vec(token, 0..40).prop_map(|t| t.join(" ")),

@@ -70,6 +70,8 @@ macro_rules! on_both_backends {
 /// or a new database in the test PostgreSQL cluster.
 pub struct TestDatabase {
     pub url: String,
+    /// Where mails go without an SMTP server (AUTHQL_MAIL_DIR).
+    pub mail_dir: tempfile::TempDir,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -81,6 +83,7 @@ impl TestDatabase {
                 let url = format!("sqlite://{}/authql.db", dir.path().display());
                 Arc::new(Self {
                     url,
+                    mail_dir: tempfile::tempdir().expect("temp dir"),
                     _dir: Some(dir),
                 })
             }
@@ -88,7 +91,7 @@ impl TestDatabase {
                 let admin_url =
                     std::env::var("AUTHQL_TEST_POSTGRES_URL").expect("AUTHQL_TEST_POSTGRES_URL");
                 let url = create_postgres_database(&admin_url).await;
-                Arc::new(Self { url, _dir: None })
+                Self::at(url)
             }
         }
     }
@@ -97,7 +100,11 @@ impl TestDatabase {
 impl TestDatabase {
     /// An existing database (for tests that bring their own server).
     pub fn at(url: String) -> Arc<Self> {
-        Arc::new(Self { url, _dir: None })
+        Arc::new(Self {
+            url,
+            mail_dir: tempfile::tempdir().expect("temp dir"),
+            _dir: None,
+        })
     }
 }
 
@@ -138,6 +145,11 @@ pub fn base_config(db: &TestDatabase) -> ServeConfig {
     config.security.rate_refresh = RateLimit::OFF;
     config.security.rate_revoke = RateLimit::OFF;
     config.security.rate_account = RateLimit::OFF;
+    config.mail.rate_mail = RateLimit::OFF;
+    config.mail.rate_mail_recipient = RateLimit::OFF;
+    // No SMTP server unless a test brings one: mails become files here.
+    config.mail.mail_dir = db.mail_dir.path().to_path_buf();
+    config.mail.mail_poll = std::time::Duration::from_millis(50);
     // Likewise for the per-client share of the hashing queue.
     config.passwords.hash_queue_per_client = config.passwords.hash_queue;
     config

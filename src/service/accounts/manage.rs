@@ -28,15 +28,19 @@ use crate::storage::{Actor, CarAdded, PasswordChange, StoreError};
 const AVATAR_WAIT: Duration = Duration::from_secs(10);
 
 /// The signed-in caller, checked live.
-struct Caller {
-    user: User,
-    session_id: String,
+pub(super) struct Caller {
+    pub(super) user: User,
+    pub(super) session_id: String,
 }
 
 impl AccountService {
     /// Counts the attempt and checks the session (in that order: refusing
     /// a flood must not cost a session read each).
-    async fn caller(&self, viewer: &Viewer, client: &Client) -> Result<Caller, AuthError> {
+    pub(super) async fn caller(
+        &self,
+        viewer: &Viewer,
+        client: &Client,
+    ) -> Result<Caller, AuthError> {
         let (_, session_id, _) = viewer.session()?;
         self.attempt(Action::Account, client).await?;
         let (user, _) = self.me(viewer, false).await?;
@@ -46,7 +50,7 @@ impl AccountService {
         })
     }
 
-    fn actor(&self, user_id: i64, client: &Client) -> Actor {
+    pub(super) fn actor(&self, user_id: i64, client: &Client) -> Actor {
         Actor {
             user_id,
             now: self.clock.now(),
@@ -58,7 +62,7 @@ impl AccountService {
     /// place in the hashing queue, the account's back-off reserved from
     /// this client, one argon2 verify. A wrong one is INVALID_CREDENTIALS
     /// and a failure on the account's streak.
-    async fn check_password(
+    pub(super) async fn check_password(
         &self,
         user_id: i64,
         password: &Password,
@@ -124,13 +128,17 @@ impl AccountService {
         };
         match self
             .store
-            .update_profile(&self.actor(user_id, client), &update)
+            .update_profile(&self.actor(user_id, client), &update, None)
             .await
         {
             Ok(Some(plan)) => {
                 if !plan.changed.is_empty() {
                     tracing::info!(user_id, changed = ?plan.changed, "profile updated");
                     self.audit.written_elsewhere(EventKind::ProfileUpdated);
+                }
+                // A new address is unverified until its mailbox answers.
+                if plan.changed.contains(&"email") && plan.user.email.is_some() {
+                    self.send_verification(&plan.user).await;
                 }
                 Ok(plan.user)
             }
