@@ -135,8 +135,13 @@ impl App {
 
     /// [`Self::build`] on another clock (tests move time with a
     /// [`crate::clock::ManualClock`] instead of sleeping).
-    pub async fn build_with(config: ServeConfig, clock: SharedClock) -> anyhow::Result<Self> {
+    pub async fn build_with(mut config: ServeConfig, clock: SharedClock) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        // The address taken (port 0 picks one): mail links default to it.
+        config.bind = listener.local_addr().context("listening address")?;
         let Services {
             store,
             keys,
@@ -180,9 +185,6 @@ impl App {
                 cors_origins,
             },
         );
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.bind))?;
         Ok(Self {
             listener,
             router,

@@ -322,3 +322,137 @@ async fn logs_never_contain_passwords_tokens_or_hashes() {
     let signature = access.rsplit('.').next().expect("signature");
     assert!(!log.contains(signature));
 }
+
+/// Waits (up to 30 s) until the server's log holds `needle`; returns the log.
+async fn log_with(server: &Server, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = server.log.lock().expect("log").clone();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in the log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_no_configuration_mails_are_files_and_their_links_are_logged() {
+    use serde_json::json;
+
+    use crate::helpers::{post_graphql, SIGN_UP};
+    let dir = tempfile::tempdir().expect("dir");
+    let server = start(&mut authql(dir.path()));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let url = server.url("/graphql");
+    post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        SIGN_UP,
+        json!({ "input": { "username": "laptop", "password": "a long passphrase", "email": "me@laptop.example" } }),
+    )
+    .await;
+    // A person reads the link off the log and pastes its token into GraphiQL.
+    let log = log_with(&server, "mail link (file mode)").await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("mail link (file mode)"))
+        .expect("line");
+    let entry: serde_json::Value = serde_json::from_str(line).expect("json line");
+    let link = entry["fields"]["link"].as_str().expect("link");
+    let prefix = format!("http://{}/verify-email?token=", server.addr);
+    assert!(link.starts_with(&prefix), "{link}");
+    let token = &link[prefix.len()..];
+    let verified = post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        "mutation($t: String!) { verifyEmail(token: $t) { __typename } }",
+        json!({ "t": token }),
+    )
+    .await;
+    assert_eq!(
+        verified["data"]["verifyEmail"]["__typename"],
+        "VerifyEmailSuccess"
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("data/mail"))
+        .expect("./data/mail")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .collect();
+    assert_eq!(files.len(), 1);
+}
+
+#[tokio::test]
+async fn with_smtp_no_log_line_holds_a_mail_token_or_body() {
+    use serde_json::json;
+
+    use crate::helpers::{post_graphql, SIGN_UP};
+    let Some(sink) = crate::smtp::SmtpSink::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let server = start(
+        authql(dir.path())
+            .env("AUTHQL_SMTP_URL", sink.url())
+            .env("AUTHQL_LOG", "trace"),
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let url = server.url("/graphql");
+    post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        SIGN_UP,
+        json!({ "input": { "username": "private", "password": "a long passphrase", "email": "private@example.com" } }),
+    )
+    .await;
+    post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        "mutation { requestPasswordReset(email: \"private@example.com\") { __typename } }",
+        json!({}),
+    )
+    .await;
+    let mails = sink.wait_for(2).await;
+    let reset = mails
+        .iter()
+        .find(|m| m.subject.contains("Reset"))
+        .expect("reset mail");
+    let token = reset.token();
+    post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        "mutation($t: String!) { resetPassword(token: $t, newPassword: \"another long passphrase\") { __typename } }",
+        json!({ "t": token }),
+    )
+    .await;
+    let log = log_with(&server, "password reset").await;
+    assert!(log.contains("mail sent"), "{log}");
+    for secret in [
+        token.as_str(),
+        &mails[0].token(),
+        "reset-password?token",
+        "someone (we hope you)",
+        "another long passphrase",
+    ] {
+        assert!(!log.contains(secret), "log contains {secret:?}");
+    }
+}
