@@ -454,6 +454,19 @@ async fn sign_in_codes_work_once_and_hold_five_tries_under_load(backend: Backend
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     };
+    // Following a link is a GET: it can run no mutation, so a mail
+    // scanner that fetches it uses nothing up.
+    let scanned = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[(
+            "query",
+            format!("mutation {{ signInWithCode(email: \"cody@example.com\", code: \"{code}\") {{ __typename }} }}"),
+        )])
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(scanned.status(), 405);
     let signed_in = app
         .gql(
             SIGN_IN_WITH_CODE,
@@ -586,7 +599,7 @@ async fn mail_limits_hold_per_address_and_per_recipient_under_load(backend: Back
     assert_eq!(limited, 7);
 }
 
-/// Polls the outbox until `done` holds for the row of the only mail of `kind`.
+/// Polls the outbox until `done` holds for the newest mail of `kind`.
 async fn outbox_row(
     app: &TestApp,
     kind: &str,
@@ -598,7 +611,7 @@ async fn outbox_row(
         let row: Option<(i64, Option<String>, i64)> = sqlx::query_as(
             "SELECT CAST(attempts AS BIGINT), last_error,
                     CASE WHEN failed_at IS NULL THEN 0 ELSE 1 END
-             FROM mail_outbox WHERE kind = $1",
+             FROM mail_outbox WHERE kind = $1 ORDER BY id DESC LIMIT 1",
         )
         .bind(kind)
         .fetch_optional(&pool)
@@ -681,6 +694,71 @@ async fn mail_survives_an_smtp_outage_and_arrives_once(backend: Backend) {
     .await
     .expect("count");
     assert_eq!(bodies, 0);
+}
+
+async fn mail_that_cannot_be_delivered_in_time_is_given_up(backend: Backend) {
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let app = mail_app(backend, &sink, clock.clone(), |_| {}).await;
+    sink.answer("451");
+    sign_up_with_email(&app, "late", "late@example.com").await;
+    outbox_row(&app, "verify_email", |attempts, error, _| {
+        attempts >= 1 && error.is_some_and(|e| e.contains("451"))
+    })
+    .await;
+    // Retried while time passes, then given up after AUTHQL_MAIL_GIVE_UP (24h).
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(600));
+        let before = outbox_row(&app, "verify_email", |_, _, _| true).await.0;
+        outbox_row(&app, "verify_email", |attempts, _, _| attempts > before).await;
+    }
+    clock.advance(Duration::from_secs(86_400));
+    let (_, error) = outbox_row(&app, "verify_email", |_, _, failed| failed).await;
+    assert!(error.is_some_and(|e| e.contains("451")));
+    assert!(app
+        .metrics()
+        .await
+        .contains("authql_mail_failed_total{reason=\"expired\"} 1"));
+    assert!(sink.mails().is_empty());
+}
+
+/// A sender that claimed a mail and died before sending it: the claim ends
+/// with its lease, and the mail goes out then, once.
+async fn a_mail_claimed_by_a_crashed_sender_goes_out_when_its_lease_ends(backend: Backend) {
+    use authql::clock::Clock as _;
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let clock = ManualClock::starting_now();
+    let app = mail_app(backend, &sink, clock.clone(), |_| {}).await;
+    let now = clock.now();
+    let lease_end = now + chrono::Duration::seconds(300);
+    let literal = |t: chrono::DateTime<chrono::Utc>| match backend {
+        Backend::Sqlite => t.timestamp_millis().to_string(),
+        Backend::Postgres => format!("to_timestamp({})", t.timestamp()),
+    };
+    let pool = app.db_pool().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO mail_outbox (kind, recipient, subject, body_text, body_html, created_at,
+                                  next_attempt_at, attempts, claimed_by, claimed_until)
+         VALUES ('verify_email', 'orphan@example.com', 'Orphaned', 'text', '<p>html</p>', {n}, {n}, 1,
+                 'a-sender-that-crashed', {l})",
+        n = literal(now),
+        l = literal(lease_end),
+    )))
+    .execute(&pool)
+    .await
+    .expect("claimed row");
+    // Still leased: the live sender leaves it alone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sink.mails().is_empty());
+    clock.advance(Duration::from_secs(301));
+    let mails = sink.wait_for(1).await;
+    assert_eq!(mails[0].subject, "Orphaned");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.mails().len(), 1);
 }
 
 async fn two_instances_deliver_fifty_mails_exactly_once(backend: Backend) {
@@ -778,5 +856,7 @@ crate::on_both_backends!(
     mail_limits_hold_per_address_and_per_recipient_under_load,
     mail_survives_an_smtp_outage_and_arrives_once,
     two_instances_deliver_fifty_mails_exactly_once,
+    mail_that_cannot_be_delivered_in_time_is_given_up,
+    a_mail_claimed_by_a_crashed_sender_goes_out_when_its_lease_ends,
     without_smtp_mails_become_files,
 );

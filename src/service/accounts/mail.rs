@@ -493,11 +493,16 @@ impl AccountService {
         let Some(key) = lookup_key(email) else {
             return Err(AuthError::InvalidCredentials);
         };
+        let now = self.clock.now();
         let Some(user) = self.owner_of_address(&key).await? else {
+            // The same statement as for an account, matching nothing: an
+            // unknown address costs what a known one does.
+            self.store
+                .reserve_code_attempt(-1, now, MAX_CODE_ATTEMPTS)
+                .await?;
             self.metrics.sign_in(false);
             return Err(AuthError::InvalidCredentials);
         };
-        let now = self.clock.now();
         // The try is counted before the code is compared, in one
         // statement: concurrent guesses get no more than five.
         let Some(stored) = self
