@@ -250,6 +250,15 @@ fn spawn_mail_sender(
                 folder = %config.mail.mail_dir.display(),
                 "no AUTHQL_SMTP_URL: mails are written as .eml files and their links logged"
             );
+            if config.public_url.is_some() || config.mail.mail_link_base.is_some() {
+                // A deployment (it has a public address) that forgot its
+                // SMTP server: reset links would sit in the log.
+                tracing::warn!(
+                    "AUTHQL_PUBLIC_URL or AUTHQL_MAIL_LINK_BASE is set but AUTHQL_SMTP_URL is not: \
+                     no mail leaves this machine, and every mail's link (password resets \
+                     included) is written to the log"
+                );
+            }
             Transport::files(config.mail.mail_dir.clone())?
         }
     };

@@ -547,6 +547,16 @@ impl ServeConfig {
         if let Some(base) = &self.mail.mail_link_base {
             check_http_url(base).map_err(|e| format!("AUTHQL_MAIL_LINK_BASE: {e}"))?;
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600))
+            .contains(&self.mail.mail_retry_delay)
+        {
+            return Err("AUTHQL_MAIL_RETRY_DELAY must be between 1s and 1h".into());
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(30 * 86_400))
+            .contains(&self.mail.mail_give_up)
+        {
+            return Err("AUTHQL_MAIL_GIVE_UP must be between 1m and 30d".into());
+        }
         if self.mail.mail_poll < Duration::from_millis(10) {
             return Err("AUTHQL_MAIL_POLL must be at least 10ms".into());
         }

@@ -2,6 +2,10 @@
 -- the outbox the mails wait in until an instance's sender delivers them.
 
 ALTER TABLE users ADD COLUMN email_verified_at TIMESTAMPTZ;
+-- Set when the address is changed after sign-up: an address changed with
+-- nothing but a session receives no reset links or sign-in codes until it
+-- is verified.
+ALTER TABLE users ADD COLUMN email_changed_at TIMESTAMPTZ;
 
 -- At most one live token per user and purpose (verify_email,
 -- reset_password, change_email, sign_in_code): issuing a new one replaces

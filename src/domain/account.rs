@@ -22,6 +22,20 @@ pub struct User {
     /// When the current e-mail was proven to be the user's (a link from a
     /// mail to it was followed); `None`: not verified, or no e-mail.
     pub email_verified_at: Option<DateTime<Utc>>,
+    /// The last change of the e-mail after sign-up; `None`: as signed up.
+    pub email_changed_at: Option<DateTime<Utc>>,
+}
+
+impl User {
+    /// Whether mail that resets the password or signs in (reset links,
+    /// sign-in codes) may go to the user's address: a verified one, or the
+    /// one given at sign-up. An address set later by `updateProfile` (a
+    /// session is enough for that) must be verified first, or a stolen
+    /// session would turn into the account through a reset.
+    pub fn may_recover_by_email(&self) -> bool {
+        self.email.is_some()
+            && (self.email_verified_at.is_some() || self.email_changed_at.is_none())
+    }
 }
 
 /// A car of a user.
@@ -48,4 +62,36 @@ pub struct Session {
     pub user_agent: Option<String>,
     /// The client address as the limits saw it at that moment.
     pub client_addr: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::User;
+
+    #[test]
+    fn only_a_sign_up_or_verified_address_may_recover_the_account() {
+        let now = chrono::Utc::now();
+        let user = |changed: bool, verified: bool| User {
+            id: 1,
+            username: "u".into(),
+            email: Some("u@example.com".into()),
+            phone: None,
+            name: None,
+            surname: None,
+            second_name: None,
+            created_at: now,
+            updated_at: now,
+            avatar_hash: None,
+            email_verified_at: verified.then_some(now),
+            email_changed_at: changed.then_some(now),
+        };
+        assert!(user(false, false).may_recover_by_email());
+        assert!(user(true, true).may_recover_by_email());
+        assert!(!user(true, false).may_recover_by_email());
+        let without = User {
+            email: None,
+            ..user(false, true)
+        };
+        assert!(!without.may_recover_by_email());
+    }
 }

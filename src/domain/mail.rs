@@ -196,7 +196,10 @@ impl TokenLifetimes {
     }
 
     pub fn expiry(&self, purpose: TokenPurpose, now: DateTime<Utc>) -> DateTime<Utc> {
-        now + chrono::Duration::from_std(self.of(purpose)).unwrap_or(chrono::Duration::MAX)
+        chrono::Duration::from_std(self.of(purpose))
+            .ok()
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 }
 
@@ -243,13 +246,15 @@ pub fn after_failure(
         .first_delay
         .saturating_mul(1 << doublings)
         .min(policy.max_delay);
-    let at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-    let deadline = queued_at
-        + chrono::Duration::from_std(policy.give_up_after).unwrap_or(chrono::Duration::MAX);
-    if at > deadline {
-        AfterFailure::GiveUp
-    } else {
-        AfterFailure::RetryAt(at)
+    let later = |from: DateTime<Utc>, by: Duration| {
+        chrono::Duration::from_std(by)
+            .ok()
+            .and_then(|by| from.checked_add_signed(by))
+    };
+    match (later(now, delay), later(queued_at, policy.give_up_after)) {
+        (Some(at), Some(deadline)) if at > deadline => AfterFailure::GiveUp,
+        (Some(at), _) => AfterFailure::RetryAt(at),
+        (None, _) => AfterFailure::GiveUp,
     }
 }
 

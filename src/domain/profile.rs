@@ -144,11 +144,21 @@ impl ProfileUpdate {
             Change::Clear => (None, None),
             Change::Set(email) => (Some(email.address.clone()), Some(email.key.clone())),
         };
-        let email_verified_at = if email == user.email {
-            user.email_verified_at
+        let (email_verified_at, email_changed_at) = if email == user.email {
+            // Confirmed from its mailbox while already the account's (set
+            // unverified meanwhile): it is verified now.
+            if self.email_proven && user.email_verified_at.is_none() && email.is_some() {
+                changed.push("emailVerified");
+                (Some(now), user.email_changed_at)
+            } else {
+                (user.email_verified_at, user.email_changed_at)
+            }
         } else {
             changed.insert(0, "email");
-            (self.email_proven && email.is_some()).then_some(now)
+            (
+                (self.email_proven && email.is_some()).then_some(now),
+                Some(now),
+            )
         };
         // The username's key is the user's own login either way: never
         // released, never claimed twice.
@@ -166,6 +176,7 @@ impl ProfileUpdate {
                 surname,
                 second_name,
                 email_verified_at,
+                email_changed_at,
                 updated_at: if changed.is_empty() {
                     user.updated_at
                 } else {
@@ -254,6 +265,7 @@ mod tests {
                 updated_at: at,
                 avatar_hash: None,
                 email_verified_at: None,
+                email_changed_at: None,
             },
             username_key: "ivan".into(),
             email_key: email.map(match_key),

@@ -19,10 +19,13 @@ use crate::domain::mail::{after_failure, AfterFailure, DeliveryFailure, RetryPol
 use crate::metrics::Metrics;
 use crate::storage::{QueuedMail, Store};
 
-/// How long a claim holds.
+/// How long a claim holds: well past [`SEND_TIMEOUT`], so a live sender
+/// always finishes (and marks) its mail before anyone else may claim it.
 const LEASE: Duration = Duration::from_secs(300);
-/// Mails claimed at once.
-const BATCH: i64 = 10;
+/// The most one delivery may take, from connecting to the server's answer.
+const SEND_TIMEOUT: Duration = Duration::from_secs(120);
+/// Mails claimed at once: one, so each lease covers one delivery.
+const BATCH: i64 = 1;
 /// Sent and given-up rows are kept this long (for the operator), then pruned.
 const KEEP: chrono::Duration = chrono::Duration::days(7);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -136,7 +139,14 @@ impl MailSender {
             body_text,
             body_html,
         ) {
-            Ok(message) => self.transport.send(message).await,
+            Ok(message) => tokio::time::timeout(SEND_TIMEOUT, self.transport.send(message))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(super::transport::DeliveryError {
+                        failure: DeliveryFailure::Transient,
+                        reason: format!("no answer within {}s", SEND_TIMEOUT.as_secs()),
+                    })
+                }),
             Err(e) => Err(e),
         };
         let now = self.clock.now();

@@ -205,7 +205,8 @@ macro_rules! account_store {
                 let user = &plan.user;
                 sqlx::query(
                     "UPDATE users SET email = $1, email_key = $2, phone = $3, name = $4,
-                         surname = $5, second_name = $6, updated_at = $7, email_verified_at = $9
+                         surname = $5, second_name = $6, updated_at = $7, email_verified_at = $9,
+                         email_changed_at = $10
                      WHERE id = $8",
                 )
                 .bind(&user.email)
@@ -217,8 +218,22 @@ macro_rules! account_store {
                 .bind(Timestamp(actor.now))
                 .bind(actor.user_id)
                 .bind(user.email_verified_at.map(Timestamp))
+                .bind(user.email_changed_at.map(Timestamp))
                 .execute(&mut *tx)
                 .await?;
+                if plan.changed.contains(&"email") {
+                    // Links and codes mailed to the old address (or to a
+                    // pending new one) prove nothing about this one.
+                    sqlx::query(
+                        "DELETE FROM mail_tokens WHERE user_id = $1 AND purpose IN ($2, $3, $4)",
+                    )
+                    .bind(actor.user_id)
+                    .bind($crate::domain::mail::TokenPurpose::VerifyEmail.name())
+                    .bind($crate::domain::mail::TokenPurpose::ResetPassword.name())
+                    .bind($crate::domain::mail::TokenPurpose::SignInCode.name())
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 if let Some(key) = &plan.release_key {
                     sqlx::query("DELETE FROM login_keys WHERE key = $1 AND user_id = $2")
                         .bind(key)
@@ -509,14 +524,16 @@ macro_rules! account_store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                // Reset links and sign-in codes mailed before die with the
-                // old password.
+                // Reset links, sign-in codes and a pending e-mail change
+                // (perhaps started by whoever knew the old password) die
+                // with the old password.
                 sqlx::query(
-                    "DELETE FROM mail_tokens WHERE user_id = $1 AND purpose IN ($2, $3)",
+                    "DELETE FROM mail_tokens WHERE user_id = $1 AND purpose IN ($2, $3, $4)",
                 )
                 .bind(actor.user_id)
                 .bind($crate::domain::mail::TokenPurpose::ResetPassword.name())
                 .bind($crate::domain::mail::TokenPurpose::SignInCode.name())
+                .bind($crate::domain::mail::TokenPurpose::ChangeEmail.name())
                 .execute(&mut *tx)
                 .await?;
                 // The kept session's earlier refresh tokens die with the old

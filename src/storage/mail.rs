@@ -146,10 +146,11 @@ pub trait MailStore: Send + Sync {
     ) -> Result<u64, StoreError>;
 }
 
-/// Implements [`MailStore`] for a backend store type; `$claim_lock` is the
-/// row lock of the outbox claim's inner select.
+/// Implements [`MailStore`] for a backend store type (and two helpers on
+/// its connection type `$conn`); `$claim_lock` is the row lock of the
+/// outbox claim's inner select.
 macro_rules! mail_store {
-    ($store:ty, $claim_lock:literal) => {
+    ($store:ty, $conn:ty, $claim_lock:literal) => {
         #[async_trait::async_trait]
         impl $crate::storage::mail::MailStore for $store {
             #[tracing::instrument(level = "debug", skip_all)]
@@ -198,6 +199,8 @@ macro_rules! mail_store {
                     .await?;
                 }
                 tx.commit().await?;
+                // Answered as queued: it must outlive a power loss too.
+                self.durable().await?;
                 Ok(true)
             }
 
@@ -228,18 +231,17 @@ macro_rules! mail_store {
                 client_addr: &str,
             ) -> Result<Option<$crate::storage::mail::MailToken>, $crate::storage::StoreError> {
                 use $crate::storage::Timestamp;
+                let purpose = $crate::domain::mail::TokenPurpose::VerifyEmail;
                 let mut tx = self.write_tx().await?;
-                let token: Option<(i64, String)> = sqlx::query_as(
-                    "DELETE FROM mail_tokens
-                     WHERE token_hash = $1 AND purpose = $2 AND expires_at > $3
-                     RETURNING user_id, email",
-                )
-                .bind(hash)
-                .bind($crate::domain::mail::TokenPurpose::VerifyEmail.name())
-                .bind(Timestamp(now))
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((user_id, email)) = token else {
+                // The user first, then the token: the order every other
+                // writer of both takes (no deadlock on PostgreSQL).
+                let Some(user_id) = token_owner(&mut tx, purpose, hash, now).await? else {
+                    return Ok(None);
+                };
+                if !lock_user(&mut tx, user_id).await? {
+                    return Ok(None);
+                }
+                let Some(email) = consume_token(&mut tx, user_id, purpose, hash, now).await? else {
                     return Ok(None);
                 };
                 // The address changed since the mail went out: the link
@@ -281,23 +283,17 @@ macro_rules! mail_store {
                 client_addr: &str,
             ) -> Result<Option<(i64, u64)>, $crate::storage::StoreError> {
                 use $crate::storage::Timestamp;
+                let purpose = $crate::domain::mail::TokenPurpose::ResetPassword;
                 let mut tx = self.write_tx().await?;
-                let token: Option<(i64, String)> = sqlx::query_as(
-                    "DELETE FROM mail_tokens
-                     WHERE token_hash = $1 AND purpose = $2 AND expires_at > $3
-                     RETURNING user_id, email",
-                )
-                .bind(hash)
-                .bind($crate::domain::mail::TokenPurpose::ResetPassword.name())
-                .bind(Timestamp(now))
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((user_id, email)) = token else {
+                let Some(user_id) = token_owner(&mut tx, purpose, hash, now).await? else {
                     return Ok(None);
                 };
                 if !lock_user(&mut tx, user_id).await? {
                     return Ok(None);
                 }
+                let Some(email) = consume_token(&mut tx, user_id, purpose, hash, now).await? else {
+                    return Ok(None);
+                };
                 // The link came through the mailbox: if it is still the
                 // account's address, it is proven too.
                 sqlx::query(
@@ -320,10 +316,13 @@ macro_rules! mail_store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                // A code mailed before the reset signs in no more.
-                sqlx::query("DELETE FROM mail_tokens WHERE user_id = $1 AND purpose = $2")
+                // A code mailed before the reset signs in no more, and an
+                // e-mail change started before it (perhaps by whoever
+                // knew the old password) is void.
+                sqlx::query("DELETE FROM mail_tokens WHERE user_id = $1 AND purpose IN ($2, $3)")
                     .bind(user_id)
                     .bind($crate::domain::mail::TokenPurpose::SignInCode.name())
+                    .bind($crate::domain::mail::TokenPurpose::ChangeEmail.name())
                     .execute(&mut *tx)
                     .await?;
                 insert_event(
@@ -370,6 +369,9 @@ macro_rules! mail_store {
             ) -> Result<bool, $crate::storage::StoreError> {
                 use $crate::storage::Timestamp;
                 let mut tx = self.write_tx().await?;
+                if !lock_user(&mut tx, session.user_id).await? {
+                    return Ok(false);
+                }
                 let email: Option<String> = sqlx::query_scalar(
                     "DELETE FROM mail_tokens WHERE user_id = $1 AND purpose = $2 AND token_hash = $3
                      RETURNING email",
@@ -565,6 +567,47 @@ macro_rules! mail_store {
                 .rows_affected();
                 Ok(mails + tokens)
             }
+        }
+
+        /// The user a live token of `purpose` with this hash belongs to.
+        async fn token_owner(
+            tx: &mut $conn,
+            purpose: $crate::domain::mail::TokenPurpose,
+            hash: &[u8],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<Option<i64>, $crate::storage::StoreError> {
+            Ok(sqlx::query_scalar(
+                "SELECT user_id FROM mail_tokens
+                 WHERE token_hash = $1 AND purpose = $2 AND expires_at > $3",
+            )
+            .bind(hash)
+            .bind(purpose.name())
+            .bind($crate::storage::Timestamp(now))
+            .fetch_optional(&mut *tx)
+            .await?)
+        }
+
+        /// Deletes the user's live token of `purpose` if it is still this
+        /// one; the address it was sent to. Only one of concurrent callers
+        /// gets it.
+        async fn consume_token(
+            tx: &mut $conn,
+            user_id: i64,
+            purpose: $crate::domain::mail::TokenPurpose,
+            hash: &[u8],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<Option<String>, $crate::storage::StoreError> {
+            Ok(sqlx::query_scalar(
+                "DELETE FROM mail_tokens
+                 WHERE user_id = $1 AND purpose = $2 AND token_hash = $3 AND expires_at > $4
+                 RETURNING email",
+            )
+            .bind(user_id)
+            .bind(purpose.name())
+            .bind(hash)
+            .bind($crate::storage::Timestamp(now))
+            .fetch_optional(&mut *tx)
+            .await?)
         }
     };
 }

@@ -106,7 +106,7 @@ pub(crate) use no_car_columns;
 macro_rules! user_columns {
     () => {
         "u.id, u.username, u.email, u.phone, u.name, u.surname, u.second_name, u.created_at,
-         u.updated_at, u.avatar_hash, u.email_verified_at"
+         u.updated_at, u.avatar_hash, u.email_verified_at, u.email_changed_at"
     };
 }
 pub(crate) use accounts::account_store;

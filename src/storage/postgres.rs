@@ -58,7 +58,7 @@ fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
 
 super::account_store!(PostgresStore);
 // Instances claim different rows at once instead of waiting on each other.
-super::mail_store!(PostgresStore, "FOR UPDATE SKIP LOCKED");
+super::mail_store!(PostgresStore, PgConnection, "FOR UPDATE SKIP LOCKED");
 
 impl PostgresStore {
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
@@ -255,6 +255,7 @@ impl Store for PostgresStore {
             updated_at: now,
             avatar_hash: None,
             email_verified_at: None,
+            email_changed_at: None,
         };
         Ok((record, cars_in_order(id, user, car_ids)))
     }

@@ -25,6 +25,7 @@ pub(crate) struct UserRow {
     updated_at: Timestamp,
     avatar_hash: Option<String>,
     email_verified_at: Option<Timestamp>,
+    email_changed_at: Option<Timestamp>,
 }
 
 impl From<UserRow> for User {
@@ -41,6 +42,7 @@ impl From<UserRow> for User {
             updated_at: r.updated_at.0,
             avatar_hash: r.avatar_hash,
             email_verified_at: r.email_verified_at.map(|t| t.0),
+            email_changed_at: r.email_changed_at.map(|t| t.0),
         }
     }
 }

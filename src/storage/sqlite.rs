@@ -121,7 +121,7 @@ fn create_private(file: &Path) -> anyhow::Result<()> {
 
 super::account_store!(SqliteStore);
 // SQLite: BEGIN IMMEDIATE lets one claim in at a time; no row locks.
-super::mail_store!(SqliteStore, "");
+super::mail_store!(SqliteStore, SqliteConnection, "");
 
 impl SqliteStore {
     /// A transaction that holds SQLite's write lock from its first
@@ -367,6 +367,7 @@ impl Store for SqliteStore {
             updated_at: millis(now),
             avatar_hash: None,
             email_verified_at: None,
+            email_changed_at: None,
         };
         Ok((record, cars_in_order(id, user, car_ids)))
     }

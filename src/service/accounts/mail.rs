@@ -52,6 +52,10 @@ impl AccountService {
         let Some(email) = user.email.as_deref() else {
             return Ok(());
         };
+        // However the mail came to be asked for, one address gets no more
+        // than its share (an account cycling its e-mail through strangers'
+        // addresses included).
+        self.throttle.mail_to(&match_key(email)).await?;
         self.issue(
             user,
             TokenPurpose::VerifyEmail,
@@ -133,13 +137,13 @@ impl AccountService {
         let caller = self.caller(viewer, client).await?;
         self.attempt(Action::Mail, client).await?;
         let user = caller.user;
-        let Some(email) = user.email.clone() else {
+        if user.email.is_none() {
             return Err(AuthError::Validation(vec![FieldError::new(
                 "email",
                 FieldCode::FieldMissing,
                 "the account has no e-mail address to verify",
             )]));
-        };
+        }
         if user.email_verified_at.is_some() {
             return Err(AuthError::Validation(vec![FieldError::new(
                 "email",
@@ -147,7 +151,6 @@ impl AccountService {
                 "the e-mail address is verified already",
             )]));
         }
-        self.throttle.mail_to(&match_key(&email)).await?;
         self.queue_verification(&user).await?;
         self.audit
             .record(
@@ -206,11 +209,10 @@ impl AccountService {
         }
     }
 
-    /// The user whose e-mail (not username) has this match key.
+    /// The user whose e-mail (not username) has this match key. Two reads
+    /// whether or not there is one, so an unknown address costs the same.
     async fn owner_of_address(&self, email_key: &str) -> Result<Option<User>, StoreError> {
-        let Some(user_id) = self.store.login_key_owner(email_key).await? else {
-            return Ok(None);
-        };
+        let user_id = self.store.login_key_owner(email_key).await?.unwrap_or(-1);
         Ok(self
             .store
             .user(user_id)
@@ -279,6 +281,14 @@ impl AccountService {
         let Some(address) = user.email.clone() else {
             return Ok(());
         };
+        if !user.may_recover_by_email() {
+            tracing::info!(
+                user_id = user.id,
+                purpose = purpose.name(),
+                "no mail: the address was changed after sign-up and is not verified"
+            );
+            return Ok(());
+        }
         let kind = match purpose {
             TokenPurpose::ResetPassword => MailKind::ResetPassword,
             TokenPurpose::SignInCode => MailKind::SignInCode,
@@ -477,6 +487,19 @@ impl AccountService {
         }
     }
 
+    async fn code_refused<T>(
+        &self,
+        user_id: Option<i64>,
+        client: &Client,
+        reason: &'static str,
+    ) -> Result<T, AuthError> {
+        self.metrics.sign_in(false);
+        self.audit
+            .record(EventKind::SignInFailed, user_id, client, Some(reason))
+            .await;
+        Err(AuthError::InvalidCredentials)
+    }
+
     /// Signs in with a code mailed by `requestSignInCode`. A wrong code,
     /// an unknown address and a used-up code are one answer,
     /// INVALID_CREDENTIALS; a code allows five tries.
@@ -494,42 +517,33 @@ impl AccountService {
             return Err(AuthError::InvalidCredentials);
         };
         let now = self.clock.now();
-        let Some(user) = self.owner_of_address(&key).await? else {
-            // The same statement as for an account, matching nothing: an
-            // unknown address costs what a known one does.
-            self.store
-                .reserve_code_attempt(-1, now, MAX_CODE_ATTEMPTS)
-                .await?;
-            self.metrics.sign_in(false);
-            return Err(AuthError::InvalidCredentials);
-        };
+        // Every refusal below costs the same work (two reads, the counting
+        // statement, one audit row), so none tells whether the address
+        // has an account or a live code.
+        let user = self.owner_of_address(&key).await?;
+        let user_id = user.as_ref().map(|u| u.id);
         // The try is counted before the code is compared, in one
         // statement: concurrent guesses get no more than five.
-        let Some(stored) = self
+        let stored = self
             .store
-            .reserve_code_attempt(user.id, now, MAX_CODE_ATTEMPTS)
-            .await?
-        else {
-            self.metrics.sign_in(false);
-            return Err(AuthError::InvalidCredentials);
-        };
+            .reserve_code_attempt(user_id.unwrap_or(-1), now, MAX_CODE_ATTEMPTS)
+            .await?;
         let presented = secret_hash(code);
-        if !is_well_formed_code(code) || presented != stored {
-            self.metrics.sign_in(false);
-            self.audit
-                .record(
-                    EventKind::SignInFailed,
-                    Some(user.id),
-                    client,
-                    Some("wrong sign-in code"),
-                )
+        let (Some(user), Some(stored)) = (user, stored) else {
+            return self
+                .code_refused(user_id, client, "no live sign-in code")
                 .await;
-            return Err(AuthError::InvalidCredentials);
+        };
+        if !is_well_formed_code(code) || presented != stored {
+            return self
+                .code_refused(Some(user.id), client, "wrong sign-in code")
+                .await;
         }
         let (refresh_token, session) = self.new_session(user.id, now, client);
         if !self.store.redeem_code(&presented, &session).await? {
-            self.metrics.sign_in(false);
-            return Err(AuthError::InvalidCredentials);
+            return self
+                .code_refused(Some(user.id), client, "sign-in code used meanwhile")
+                .await;
         }
         self.audit.written_elsewhere(EventKind::SignIn);
         self.metrics.sign_in(true);
