@@ -130,7 +130,8 @@ pub struct ServeConfig {
     pub cors_origins: Vec<String>,
 
     /// Serve GraphQL introspection (GraphiQL and code generators need it).
-    #[arg(long, env = "AUTHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "AUTHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = boolish(), num_args = 0..=1, default_missing_value = "true")]
     pub introspection: bool,
 
     /// Where clients reach authql, e.g. `https://auth.example.com`: avatar
@@ -139,7 +140,8 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
 
     /// Skip applying migrations at start (run `authql migrate` instead).
-    #[arg(long, env = "AUTHQL_NO_MIGRATE")]
+    #[arg(long, env = "AUTHQL_NO_MIGRATE", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = boolish(), num_args = 0..=1, default_missing_value = "true")]
     pub no_migrate: bool,
 
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
@@ -458,10 +460,12 @@ pub struct MailConfig {
     #[arg(long, env = "AUTHQL_MAIL_LINK_BASE")]
     pub mail_link_base: Option<String>,
     /// Refuse createToken by e-mail for accounts whose e-mail is not verified.
-    #[arg(long, env = "AUTHQL_REQUIRE_VERIFIED_EMAIL", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "AUTHQL_REQUIRE_VERIFIED_EMAIL", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = boolish(), num_args = 0..=1, default_missing_value = "true")]
     pub require_verified_email: bool,
     /// Offer requestSignInCode and signInWithCode (passwordless sign-in by mail).
-    #[arg(long, env = "AUTHQL_SIGN_IN_CODES", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "AUTHQL_SIGN_IN_CODES", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = boolish(), num_args = 0..=1, default_missing_value = "true")]
     pub sign_in_codes: bool,
     /// Lifetime of an e-mail verification link.
     #[arg(long, env = "AUTHQL_VERIFY_EMAIL_TTL", default_value = "24h", value_parser = parse_duration)]
@@ -657,6 +661,12 @@ impl PasswordConfig {
 /// One `AUTHQL_CORS_ORIGINS` entry: `scheme://host[:port]`, exactly what
 /// browsers send in `Origin`. A wildcard would let every site read the
 /// answers of its visitors' requests, so it is refused.
+/// Every boolean setting reads `1/0`, `true/false`, `yes/no`, `on/off` (any
+/// case); a flag given without a value (`--no-migrate`) means true.
+fn boolish() -> clap::builder::BoolishValueParser {
+    clap::builder::BoolishValueParser::new()
+}
+
 /// An http(s) base URL without query or fragment.
 fn check_http_url(url: &str) -> Result<(), String> {
     let rest = url
@@ -704,6 +714,42 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_boolean_setting_reads_the_usual_spellings() {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let parse = |args: &[&str]| -> Result<ServeConfig, String> {
+            let command = Cli::command().mut_args(|arg| arg.env(clap::builder::Resettable::Reset));
+            let matches = command
+                .try_get_matches_from(std::iter::once("authql").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+            Cli::from_arg_matches(&matches)
+                .map(|cli| cli.serve)
+                .map_err(|e| e.to_string())
+        };
+        type Read = fn(&ServeConfig) -> bool;
+        let settings: [(&str, Read); 4] = [
+            ("--introspection", |c| c.introspection),
+            ("--no-migrate", |c| c.no_migrate),
+            ("--require-verified-email", |c| {
+                c.mail.require_verified_email
+            }),
+            ("--sign-in-codes", |c| c.mail.sign_in_codes),
+        ];
+        for (flag, read) in settings {
+            for yes in ["1", "true", "TRUE", "yes", "Yes", "on", "ON"] {
+                let config = parse(&[&format!("{flag}={yes}")]).expect(flag);
+                assert!(read(&config), "{flag}={yes}");
+            }
+            for no in ["0", "false", "False", "no", "NO", "off", "Off"] {
+                let config = parse(&[&format!("{flag}={no}")]).expect(flag);
+                assert!(!read(&config), "{flag}={no}");
+            }
+            assert!(read(&parse(&[flag]).expect(flag)), "{flag} alone");
+            let refused = parse(&[&format!("{flag}=maybe")]).expect_err(flag);
+            assert!(refused.contains("maybe"), "{refused}");
+        }
+    }
 
     #[test]
     fn defaults_match_the_contract() {

@@ -456,3 +456,106 @@ async fn with_smtp_no_log_line_holds_a_mail_token_or_body() {
         assert!(!log.contains(secret), "log contains {secret:?}");
     }
 }
+
+/// The boolean settings as README and operators write them: `1`, `0`,
+/// `yes`, `On`, read from the environment by the binary.
+#[tokio::test]
+async fn boolean_settings_take_1_0_yes_no_on_off_from_the_environment() {
+    use serde_json::json;
+
+    use crate::helpers::post_graphql;
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(authql(dir.path())
+        .arg("migrate")
+        .status()
+        .expect("runs")
+        .success());
+    let server = start(
+        authql(dir.path())
+            .env("AUTHQL_NO_MIGRATE", "1")
+            .env("AUTHQL_INTROSPECTION", "0")
+            .env("AUTHQL_SIGN_IN_CODES", "On")
+            .env("AUTHQL_REQUIRE_VERIFIED_EMAIL", "yes"),
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let url = server.url("/graphql");
+    let introspection = post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        "{ __schema { queryType { name } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        introspection["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+        "AUTHQL_INTROSPECTION=0: {introspection}"
+    );
+    let code = post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        "mutation { requestSignInCode(email: \"a@example.com\") { __typename } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        code["data"]["requestSignInCode"]["__typename"], "MailQueued",
+        "AUTHQL_SIGN_IN_CODES=On: {code}"
+    );
+    post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        crate::helpers::SIGN_UP,
+        json!({ "input": { "username": "flags", "password": "a long passphrase", "email": "flags@example.com" } }),
+    )
+    .await;
+    let unverified = post_graphql(
+        &client,
+        &url,
+        None,
+        None,
+        crate::helpers::CREATE_TOKEN,
+        json!({ "input": { "login": "flags@example.com", "password": "a long passphrase" } }),
+    )
+    .await;
+    assert_eq!(
+        unverified["errors"][0]["extensions"]["code"], "EMAIL_NOT_VERIFIED",
+        "AUTHQL_REQUIRE_VERIFIED_EMAIL=yes: {unverified}"
+    );
+    drop(server);
+
+    // AUTHQL_NO_MIGRATE=1 really skips migrations: an empty database stays
+    // empty and the start fails on it instead of migrating.
+    let empty = tempfile::tempdir().expect("dir");
+    let output = authql(empty.path())
+        .arg("serve")
+        .env("AUTHQL_NO_MIGRATE", "yes")
+        .env("AUTHQL_BIND", "127.0.0.1:0")
+        .output()
+        .expect("runs");
+    assert!(
+        !output.status.success(),
+        "no tables, no migration: the start fails"
+    );
+    for wrong in ["maybe", "2"] {
+        let output = authql(empty.path())
+            .arg("serve")
+            .env("AUTHQL_NO_MIGRATE", wrong)
+            .output()
+            .expect("runs");
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(wrong) && stderr.contains("no-migrate"),
+            "{stderr}"
+        );
+    }
+}
