@@ -62,10 +62,11 @@ async fn graphiql_is_served_from_the_binary_with_no_external_urls(backend: Backe
 crate::on_both_backends!(graphiql_is_served_from_the_binary_with_no_external_urls,);
 
 /// GraphiQL as a person uses it, in Debian's chromium driven by
-/// playwright-core (`tests/browser/graphiql.mjs`): clear the editor, type
-/// a query, press Run; type another and press Ctrl-Enter; reload and run
-/// again. Each must send what was typed and show its result, with no
-/// error in the page's console.
+/// playwright-core (`tests/browser/graphiql.mjs`): run the default
+/// sign-up, put its access token into the Headers tab by hand, clear the
+/// editor, type `me`, press Run; type another and press Ctrl-Enter; reload
+/// and run again. Each must send what was typed and show its result, with
+/// no error in the page's console and no request to another origin.
 #[tokio::test]
 async fn a_person_types_a_query_and_runs_it_in_a_real_browser() {
     let root = env!("CARGO_MANIFEST_DIR");

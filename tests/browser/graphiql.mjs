@@ -1,6 +1,8 @@
-// Drives GraphiQL at BASE_URL the way a person does: clears the editor,
-// types a query with the keyboard, presses the Run button, reads the
-// result pane; then runs again with Ctrl-Enter, and after a reload.
+// Drives GraphiQL at BASE_URL the way a person does: runs the default
+// document (a sign-up), copies the access token into the Headers tab, clears
+// the editor, types `me` with the keyboard, presses the Run button, reads
+// the result pane; runs again with Ctrl-Enter, and after a reload. No
+// request may leave the page's origin, and the console stays clean.
 // Exits non-zero with what went wrong. Usage: node graphiql.mjs BASE_URL
 import { chromium } from "playwright-core";
 
@@ -30,7 +32,9 @@ try {
     if (m.type() === "error") problems.push(`console error: ${m.text()}`);
   });
   const posts = [];
+  const elsewhere = [];
   page.on("request", (r) => {
+    if (!r.url().startsWith(base + "/") && !r.url().startsWith("data:")) elsewhere.push(r.url());
     if (r.method() === "POST" && r.url().endsWith("/graphql")) posts.push(r.postData());
   });
   await page.goto(base + "/", { waitUntil: "networkidle" });
@@ -39,38 +43,68 @@ try {
   await editor.waitFor({ timeout: 15000 });
   const result = page.locator(".result-window");
 
-  const typeAndRun = async (query, how) => {
+  const waitForResult = async (needle) => {
+    await page
+      .waitForFunction((n) => document.querySelector(".result-window")?.innerText.includes(n), needle, {
+        timeout: 10000,
+      })
+      .catch(() => {});
+    return result.innerText();
+  };
+
+  // The default document signs up; its answer carries the access token.
+  await page.locator("button.graphiql-execute-button").click();
+  const signedUp = await waitForResult('"accessToken"');
+  const token = /"accessToken": "([^"]+)"/.exec(signedUp)?.[1];
+  if (!token) await fail(`the default document did not sign up: ${signedUp}`);
+
+  // Headers tab, typed by hand.
+  await page.getByRole("button", { name: "Headers" }).click();
+  const headers = page.locator(".graphiql-editor-tool .CodeMirror").last();
+  await headers.waitFor({ timeout: 5000 });
+  await headers.click();
+  await page.keyboard.press("Control+A");
+  await page.keyboard.press("Delete");
+  // The editor closes brackets and quotes itself: paste-like insertion.
+  await page.keyboard.insertText(`{"Authorization": "Bearer ${token}"}`);
+
+  // Types `query`, runs it by `how`, and returns the result pane once it
+  // shows `needle` (or what it shows after 10 s).
+  const typeAndRun = async (query, how, needle) => {
     await editor.click();
     await page.keyboard.press("Control+A");
     await page.keyboard.press("Delete");
     await page.keyboard.type(query);
     const before = posts.length;
+    const answered = page
+      .waitForResponse((r) => r.request().method() === "POST" && r.url().endsWith("/graphql"), {
+        timeout: 10000,
+      })
+      .catch(() => null);
     if (how === "button") {
       await page.locator("button.graphiql-execute-button").click();
     } else {
       await page.keyboard.press("Control+Enter");
     }
-    await page.waitForFunction(
-      () => document.querySelector(".result-window")?.innerText.includes('"data"'),
-      null,
-      { timeout: 10000 },
-    ).catch(() => {});
-    const text = await result.innerText();
-    if (posts.length === before) await fail(`${how}: no request was sent for ${query}; result pane: ${text}`);
+    if (!(await answered) || posts.length === before) {
+      await fail(`${how}: no request was sent for ${query}; result pane: ${await result.innerText()}`);
+    }
     const sent = posts[posts.length - 1] ?? "";
     if (!sent.includes("__typename")) await fail(`${how}: the request did not carry what was typed: ${sent}`);
-    return text;
+    return waitForResult(needle);
   };
 
-  let text = await typeAndRun("{ __typename }", "button");
+  let text = await typeAndRun("{ __typename me { username } }", "button", '"username"');
   if (!text.includes('"__typename": "Query"')) await fail(`button: result pane shows ${text}`);
-  text = await typeAndRun("query Again { __typename }", "keyboard");
+  if (!text.includes('"username": "ivan"')) await fail(`me with the Headers tab's token: ${text}`);
+  text = await typeAndRun("query Again { __typename }", "keyboard", '"__typename": "Query"');
   if (!text.includes('"__typename": "Query"')) await fail(`Ctrl-Enter: result pane shows ${text}`);
   await page.reload({ waitUntil: "networkidle" });
   await editor.waitFor({ timeout: 15000 });
-  text = await typeAndRun("{ __typename }", "button");
+  text = await typeAndRun("{ __typename }", "button", '"__typename": "Query"');
   if (!text.includes('"__typename": "Query"')) await fail(`after reload: result pane shows ${text}`);
   if (problems.length) await fail(problems.join("\n"));
+  if (elsewhere.length) await fail(`requests left the origin: ${elsewhere.join(", ")}`);
   console.log("graphiql: typed, ran by button and keyboard, reloaded: ok");
 } catch (e) {
   await fail(`graphiql: ${e.stack ?? e}`);
