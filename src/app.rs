@@ -105,6 +105,7 @@ impl Services {
             config.introspection,
             metrics.clone(),
             config.public_base(),
+            config.cookie_policy(),
         );
         Ok(Self {
             store,
@@ -179,10 +180,20 @@ impl App {
                 max_upload_bytes: config.limits.max_upload_bytes,
                 uploads: Arc::new(tokio::sync::Semaphore::new(config.limits.max_uploads)),
                 body_timeout: config.http.body_timeout,
+                cookie: config.cookie_policy(),
+                cors_origins: Arc::new(
+                    config
+                        .cors_origins
+                        .iter()
+                        .map(|o| o.trim().to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect(),
+                ),
             },
             &RouterConfig {
                 max_body_bytes: config.limits.max_body_bytes,
                 cors_origins,
+                credentials: config.cookie.refresh_cookie,
             },
         );
         Ok(Self {

@@ -119,6 +119,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub mail: MailConfig,
 
+    #[command(flatten)]
+    pub cookie: CookieConfig,
+
     /// Region (ISO 3166 code such as `RU`) for phone numbers written without `+`.
     /// Without it such numbers are refused.
     #[arg(long, env = "AUTHQL_PHONE_REGION")]
@@ -432,6 +435,34 @@ pub struct LimitsConfig {
     pub max_uploads: usize,
 }
 
+/// Browser clients: the refresh token in an HttpOnly cookie.
+#[derive(Debug, Clone, Args)]
+pub struct CookieConfig {
+    /// signUp, createToken and the refresh mutations also set the refresh
+    /// token as an HttpOnly cookie; refreshSession and signOut use it.
+    #[arg(long, env = "AUTHQL_REFRESH_COOKIE", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = boolish(), num_args = 0..=1, default_missing_value = "true")]
+    pub refresh_cookie: bool,
+    /// Leave the refresh token out of JSON answers (`refreshToken` is "").
+    #[arg(long, env = "AUTHQL_REFRESH_COOKIE_ONLY", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = boolish(), num_args = 0..=1, default_missing_value = "true")]
+    pub refresh_cookie_only: bool,
+    /// SameSite of the cookie: strict, lax or none (none needs Secure and
+    /// AUTHQL_CORS_ORIGINS: a frontend on another site).
+    #[arg(
+        long,
+        env = "AUTHQL_REFRESH_COOKIE_SAMESITE",
+        default_value = "strict",
+        ignore_case = true
+    )]
+    pub refresh_cookie_samesite: crate::domain::cookie::SameSite,
+    /// Mark the cookie Secure (sent over HTTPS only; browsers treat
+    /// http://localhost as secure). Off only for plain-HTTP testing.
+    #[arg(long, env = "AUTHQL_REFRESH_COOKIE_SECURE", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = boolish(), num_args = 0..=1, default_missing_value = "true")]
+    pub refresh_cookie_secure: bool,
+}
+
 /// Mail: where it goes, what its links point at, how long its tokens live.
 #[derive(Debug, Clone, Args)]
 pub struct MailConfig {
@@ -498,6 +529,17 @@ pub struct MailConfig {
 }
 
 impl ServeConfig {
+    /// How the refresh cookie is written (it lives as long as a refresh token).
+    pub fn cookie_policy(&self) -> crate::domain::cookie::CookiePolicy {
+        crate::domain::cookie::CookiePolicy {
+            enabled: self.cookie.refresh_cookie,
+            only: self.cookie.refresh_cookie_only,
+            same_site: self.cookie.refresh_cookie_samesite,
+            secure: self.cookie.refresh_cookie_secure,
+            max_age: self.tokens.refresh_ttl,
+        }
+    }
+
     /// The base of links in mails.
     pub fn mail_link_base(&self) -> String {
         match (&self.mail.mail_link_base, self.public_base()) {
@@ -539,6 +581,20 @@ impl ServeConfig {
                     secret.expose().len()
                 ));
             }
+        }
+        let cookie = &self.cookie;
+        if cookie.refresh_cookie_only && !cookie.refresh_cookie {
+            return Err("AUTHQL_REFRESH_COOKIE_ONLY needs AUTHQL_REFRESH_COOKIE=on".into());
+        }
+        if cookie.refresh_cookie_samesite == crate::domain::cookie::SameSite::None
+            && (!cookie.refresh_cookie_secure
+                || self.cors_origins.iter().all(|o| o.trim().is_empty()))
+        {
+            return Err(
+                "AUTHQL_REFRESH_COOKIE_SAMESITE=none needs AUTHQL_REFRESH_COOKIE_SECURE=on and \
+                 the frontend's origin in AUTHQL_CORS_ORIGINS"
+                    .into(),
+            );
         }
         if let Some(url) = &self.mail.smtp_url {
             crate::mail::transport::lettre_url(url.expose())

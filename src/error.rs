@@ -41,6 +41,10 @@ pub const EMAIL_NOT_VERIFIED: &str = "EMAIL_NOT_VERIFIED";
 /// A feature this server has switched off (sign-in codes without
 /// `AUTHQL_SIGN_IN_CODES`).
 pub const NOT_ENABLED: &str = "NOT_ENABLED";
+/// A request authenticated by the refresh cookie without the CSRF proofs:
+/// no `X-Requested-With` header, or an `Origin` that is neither authql's
+/// own nor in `AUTHQL_CORS_ORIGINS`. Nothing was changed.
+pub const CSRF_REFUSED: &str = "CSRF_REFUSED";
 /// Anything unexpected; the message says only "internal error".
 pub const INTERNAL: &str = "INTERNAL";
 
@@ -72,6 +76,9 @@ pub enum AuthError {
     /// `NOT_ENABLED`: the named feature is switched off here.
     #[error("{0} is not enabled on this server")]
     NotEnabled(&'static str),
+    /// `CSRF_REFUSED`.
+    #[error("{0}")]
+    CsrfRefused(&'static str),
     /// `RATE_LIMITED`, with `extensions.retryAfter`.
     #[error("too many attempts; retry after {retry_after_secs} seconds")]
     RateLimited { retry_after_secs: u64 },
@@ -92,6 +99,7 @@ impl AuthError {
             Self::InvalidToken => INVALID_TOKEN,
             Self::EmailNotVerified => EMAIL_NOT_VERIFIED,
             Self::NotEnabled(_) => NOT_ENABLED,
+            Self::CsrfRefused(_) => CSRF_REFUSED,
             Self::Internal(_) => INTERNAL,
         }
     }

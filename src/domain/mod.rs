@@ -8,6 +8,7 @@ pub mod account;
 pub mod audit;
 pub mod avatar;
 pub mod client;
+pub mod cookie;
 pub mod field;
 pub mod mail;
 pub mod password;

@@ -191,10 +191,13 @@ impl AccountMutation {
                 Password::new(new_password),
                 &client,
             )
-            .await
-            .map(|signed_in| ChangePasswordSuccess {
-                auth: signed_in.into(),
-            });
+            .await;
+        let result = match result {
+            Ok(signed_in) => Ok(ChangePasswordSuccess {
+                auth: super::session::payload(ctx, signed_in)?,
+            }),
+            Err(e) => Err(e),
+        };
         ChangePasswordResult::from_result(result)
     }
 

@@ -209,12 +209,13 @@ impl MailMutation {
         code: String,
     ) -> Result<SignInWithCodeResult> {
         let (accounts, client) = services(ctx)?;
-        let result = accounts
-            .sign_in_with_code(&email, &code, &client)
-            .await
-            .map(|signed_in| SignInWithCodeSuccess {
-                auth: signed_in.into(),
-            });
+        let result = accounts.sign_in_with_code(&email, &code, &client).await;
+        let result = match result {
+            Ok(signed_in) => Ok(SignInWithCodeSuccess {
+                auth: super::session::payload(ctx, signed_in)?,
+            }),
+            Err(e) => Err(e),
+        };
         SignInWithCodeResult::from_result(result)
     }
 }

@@ -11,6 +11,7 @@ mod mutation;
 mod policy;
 mod query;
 mod results;
+mod session;
 mod types;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use loaders::CarLoader;
 pub use mutation::Mutation;
 pub use policy::RequestPolicy;
 pub use query::Query;
+pub use session::CookieRequest;
 
 use crate::config::LimitsConfig;
 use crate::metrics::Metrics;
@@ -46,7 +48,7 @@ pub(crate) fn request_data<'a, T: std::any::Any + Send + Sync>(
 
 /// Root fields that each make one credential attempt: at most one of them per
 /// document, so aliases cannot multiply guesses.
-pub const CREDENTIAL_MUTATIONS: [&str; 8] = [
+pub const CREDENTIAL_MUTATIONS: [&str; 9] = [
     "signUp",
     "createToken",
     "refreshToken",
@@ -55,6 +57,7 @@ pub const CREDENTIAL_MUTATIONS: [&str; 8] = [
     "requestEmailChange",
     "resetPassword",
     "signInWithCode",
+    "refreshSession",
 ];
 
 fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
@@ -73,9 +76,11 @@ pub fn build_schema(
     introspection: bool,
     metrics: Arc<Metrics>,
     public_base: String,
+    cookie: crate::domain::cookie::CookiePolicy,
 ) -> AppSchema {
     let mut schema = builder()
         .data(accounts)
+        .data(cookie)
         .data(types::AvatarBase(public_base))
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)

@@ -5,6 +5,7 @@ use async_graphql::{Context, ErrorExtensions as _, MergedObject, Object, Result}
 
 use super::account::AccountMutation;
 use super::mail::MailMutation;
+use super::session::{payload, SessionMutation};
 
 use super::types::{AuthPayload, CreateTokenInput, SignUpInput};
 use crate::domain::{Client, Password, SignInForm};
@@ -13,7 +14,7 @@ use crate::service::{AccountService, Viewer};
 /// The five mutations of the first release (plain results, errors in
 /// `errors[]`), then every later one (typed results).
 #[derive(MergedObject, Default)]
-pub struct Mutation(AuthMutation, AccountMutation, MailMutation);
+pub struct Mutation(AuthMutation, AccountMutation, MailMutation, SessionMutation);
 
 /// Sign-up, sign-in and tokens.
 #[derive(Default)]
@@ -28,8 +29,8 @@ impl AuthMutation {
         accounts
             .sign_up(input.into(), &client)
             .await
-            .map(Into::into)
             .map_err(|e| e.extend())
+            .and_then(|signed_in| payload(ctx, signed_in))
     }
 
     /// Sign in with username or e-mail and password.
@@ -49,8 +50,8 @@ impl AuthMutation {
                 &client,
             )
             .await
-            .map(Into::into)
             .map_err(|e| e.extend())
+            .and_then(|signed_in| payload(ctx, signed_in))
     }
 
     /// Exchange a refresh token for a new pair. The old refresh token is
@@ -61,8 +62,8 @@ impl AuthMutation {
         accounts
             .refresh(&refresh_token, &client)
             .await
-            .map(Into::into)
             .map_err(|e| e.extend())
+            .and_then(|signed_in| payload(ctx, signed_in))
     }
 
     /// Sign out: revoke the session that this refresh token belongs to.

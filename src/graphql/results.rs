@@ -67,6 +67,15 @@ pub struct InvalidToken {
     pub message: String,
 }
 
+/// The refresh token (or cookie) is malformed, expired, revoked, reused
+/// or missing: sign in again.
+#[derive(SimpleObject)]
+pub struct InvalidRefreshToken {
+    /// `INVALID_REFRESH_TOKEN`.
+    pub code: String,
+    pub message: String,
+}
+
 /// An expected failure of a mutation: `code` is one of the strings of
 /// `extensions.code` (VALIDATION, INVALID_CREDENTIALS, RATE_LIMITED,
 /// NOT_FOUND, INVALID_TOKEN, ...).
@@ -87,6 +96,7 @@ pub enum UserError {
     RateLimited(RateLimited),
     NotFound(NotFound),
     InvalidToken(InvalidToken),
+    InvalidRefreshToken(InvalidRefreshToken),
 }
 
 /// An error arm of a result union: which service errors it stands for.
@@ -140,6 +150,15 @@ impl ErrorArm for NotFound {
     fn from_error(error: &AuthError) -> Option<Self> {
         matches!(error, AuthError::NotFound(_)).then(|| NotFound {
             code: error::NOT_FOUND.to_owned(),
+            message: error.to_string(),
+        })
+    }
+}
+
+impl ErrorArm for InvalidRefreshToken {
+    fn from_error(error: &AuthError) -> Option<Self> {
+        matches!(error, AuthError::InvalidRefreshToken).then(|| InvalidRefreshToken {
+            code: error::INVALID_REFRESH_TOKEN.to_owned(),
             message: error.to_string(),
         })
     }

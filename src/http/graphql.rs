@@ -18,7 +18,9 @@ use serde::Deserialize;
 
 use super::{graphiql, http_error, AppState};
 use crate::domain::client::{client_address, Client};
+use crate::domain::cookie::{check_csrf, RequestOrigin, CSRF_HEADER};
 use crate::error::{with_code, BAD_REQUEST, RATE_LIMITED, UNAUTHENTICATED};
+use crate::graphql::CookieRequest;
 use crate::graphql::{CarLoader, Refusal};
 use crate::service::Viewer;
 
@@ -323,16 +325,43 @@ async fn execute(
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok()),
     );
-    let request = request
-        .data(viewer)
-        .data(client)
-        .data(document)
-        .data(DataLoader::new(
-            CarLoader::new(state.accounts.clone()),
-            tokio::spawn,
-        ));
+    let mut request = request.data(viewer).data(client).data(document);
+    if state.cookie.enabled {
+        let origin = |name: header::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let from = RequestOrigin {
+            custom_header: headers.contains_key(CSRF_HEADER),
+            origin: origin(header::ORIGIN),
+            sec_fetch_site: origin(header::HeaderName::from_static("sec-fetch-site")),
+            host: origin(header::HOST),
+        };
+        request = request.data(CookieRequest {
+            token: state.cookie.read(
+                headers
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            ),
+            csrf: check_csrf(&from, &state.cors_origins),
+        });
+    }
+    let request = request.data(DataLoader::new(
+        CarLoader::new(state.accounts.clone()),
+        tokio::spawn,
+    ));
     // Every error comes out of the engine coded (graphql::RequestPolicy).
-    Json(state.schema.execute(request).await).into_response()
+    let mut answer = state.schema.execute(request).await;
+    // Headers resolvers set (the refresh cookie).
+    let set = std::mem::take(&mut answer.http_headers);
+    let mut response = Json(answer).into_response();
+    for (name, value) in &set {
+        response.headers_mut().append(name, value.clone());
+    }
+    response
 }
 
 /// The answer to a document refused before execution: `data` is null and

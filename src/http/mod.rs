@@ -47,11 +47,17 @@ pub struct AppState {
     pub uploads: Arc<tokio::sync::Semaphore>,
     /// How long a POST body may take to arrive.
     pub body_timeout: Duration,
+    /// The refresh cookie (browser clients).
+    pub cookie: crate::domain::cookie::CookiePolicy,
+    /// `AUTHQL_CORS_ORIGINS`, for the cookie's CSRF check.
+    pub cors_origins: Arc<Vec<String>>,
 }
 
 pub struct RouterConfig {
     pub max_body_bytes: usize,
     pub cors_origins: Vec<HeaderValue>,
+    /// Credentialed CORS (the refresh cookie is on).
+    pub credentials: bool,
 }
 
 pub fn router(state: AppState, config: &RouterConfig) -> Router {
@@ -71,9 +77,15 @@ pub fn router(state: AppState, config: &RouterConfig) -> Router {
     if !config.cors_origins.is_empty() {
         router = router.layer(
             CorsLayer::new()
+                // Echoes the one allowed origin asking, never `*`.
                 .allow_origin(AllowOrigin::list(config.cors_origins.clone()))
                 .allow_methods([Method::GET, Method::POST])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::HeaderName::from_static(crate::domain::cookie::CSRF_HEADER),
+                ])
+                .allow_credentials(config.credentials)
                 .max_age(Duration::from_secs(3600)),
         );
     }

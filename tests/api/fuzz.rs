@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const CODES: [&str; 13] = [
+const CODES: [&str; 14] = [
     "VALIDATION",
     "UNAUTHENTICATED",
     "INVALID_CREDENTIALS",
@@ -22,6 +22,7 @@ const CODES: [&str; 13] = [
     "INVALID_TOKEN",
     "EMAIL_NOT_VERIFIED",
     "NOT_ENABLED",
+    "CSRF_REFUSED",
 ];
 
 /// GraphQL-shaped token soup: mostly invalid, sometimes valid documents.
@@ -82,6 +83,8 @@ fn document() -> impl Strategy<Value = String> {
         Just("signInWithCode(email: $e, code: \"00000000\")"),
         Just("requestSignInCode(email: $e)"),
         Just("emailVerified"),
+        Just("refreshSession { __typename }"),
+        Just("signOut { __typename }"),
     ];
     prop_oneof![
         proptest::collection::vec(token, 0..40).prop_map(|t| t.join(" ")),

@@ -4,6 +4,7 @@ mod abuse;
 mod account;
 mod avatar;
 mod connections;
+mod cookies;
 mod fuzz;
 mod graphiql;
 mod helpers;
