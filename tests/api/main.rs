@@ -20,3 +20,4 @@ mod sign_up;
 mod smtp;
 mod tokens;
 mod typed_client;
+mod web_app;
