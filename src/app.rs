@@ -181,6 +181,7 @@ impl App {
                 uploads: Arc::new(tokio::sync::Semaphore::new(config.limits.max_uploads)),
                 body_timeout: config.http.body_timeout,
                 cookie: config.cookie_policy(),
+                own_origin: config.public_origin(),
                 cors_origins: Arc::new(
                     config
                         .cors_origins

@@ -540,6 +540,14 @@ impl ServeConfig {
         }
     }
 
+    /// `AUTHQL_PUBLIC_URL`'s scheme and host (`https://auth.example.com`).
+    pub fn public_origin(&self) -> Option<String> {
+        let base = self.public_base();
+        let (scheme, rest) = base.split_once("://")?;
+        let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+        Some(format!("{scheme}://{host}"))
+    }
+
     /// The base of links in mails.
     pub fn mail_link_base(&self) -> String {
         match (&self.mail.mail_link_base, self.public_base()) {
@@ -770,6 +778,29 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookie_settings_that_cannot_work_are_refused() {
+        let mut config = ServeConfig::defaults();
+        config.cookie.refresh_cookie_only = true;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("AUTHQL_REFRESH_COOKIE_ONLY"));
+        config.cookie.refresh_cookie = true;
+        assert!(config.validate().is_ok());
+        config.cookie.refresh_cookie_samesite = crate::domain::cookie::SameSite::None;
+        assert!(config.validate().unwrap_err().contains("SAMESITE=none"));
+        config.cors_origins = vec!["https://app.example.com".into()];
+        assert!(config.validate().is_ok());
+        config.cookie.refresh_cookie_secure = false;
+        assert!(config.validate().unwrap_err().contains("SAMESITE=none"));
+        config.public_url = Some("https://auth.example.com/base/".into());
+        assert_eq!(
+            config.public_origin().as_deref(),
+            Some("https://auth.example.com")
+        );
+    }
 
     #[test]
     fn every_boolean_setting_reads_the_usual_spellings() {

@@ -34,19 +34,21 @@ pub struct CookiePolicy {
     pub max_age: Duration,
 }
 
-/// Only the `/graphql` endpoint ever receives it.
+/// Where the cookie is sent without `Secure` (only `/graphql` reads it).
+/// A `Secure` cookie is `__Host-` and so must say `Path=/`.
 pub const COOKIE_PATH: &str = "/graphql";
 /// The header every cookie-authenticated request must carry (a cross-site
 /// form or image cannot send it; a cross-site script needs CORS for it).
 pub const CSRF_HEADER: &str = "x-requested-with";
 
 impl CookiePolicy {
-    /// `__Secure-` where the cookie is `Secure` (browsers then refuse it
-    /// from plain HTTP or without `Secure`). `__Host-` would need `Path=/`,
-    /// and the cookie is kept to `/graphql`.
+    /// `__Host-` where the cookie is `Secure`: browsers then refuse it
+    /// with a `Domain` (so a sibling subdomain cannot plant one of this
+    /// name), without `Secure`, or from plain HTTP. That prefix needs
+    /// `Path=/`; without `Secure` the cookie is kept to `/graphql`.
     pub fn name(&self) -> &'static str {
         if self.secure {
-            "__Secure-authql_refresh"
+            "__Host-authql_refresh"
         } else {
             "authql_refresh"
         }
@@ -54,9 +56,10 @@ impl CookiePolicy {
 
     fn attributes(&self, max_age: u64) -> String {
         format!(
-            "; HttpOnly{}; SameSite={}; Path={COOKIE_PATH}; Max-Age={max_age}",
+            "; HttpOnly{}; SameSite={}; Path={}; Max-Age={max_age}",
             if self.secure { "; Secure" } else { "" },
             self.same_site.attribute(),
+            if self.secure { "/" } else { COOKIE_PATH },
         )
     }
 
@@ -74,15 +77,20 @@ impl CookiePolicy {
         format!("{}={}", self.name(), self.attributes(0))
     }
 
-    /// The refresh token among `Cookie` header values, if any.
+    /// The refresh token among `Cookie` header values, if exactly one
+    /// cookie has our name (two mean one was planted: neither is used).
     pub fn read<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a str>) -> Option<String> {
-        cookie_headers
+        let mut ours = cookie_headers
             .into_iter()
             .flat_map(|header| header.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == self.name())
-            .map(|(_, value)| value.trim_matches('"').to_owned())
-            .filter(|value| !value.is_empty())
+            .filter(|(name, _)| *name == self.name())
+            .map(|(_, value)| value.trim_matches('"').to_owned());
+        let first = ours.next()?;
+        if ours.next().is_some() {
+            return None;
+        }
+        Some(first).filter(|value| !value.is_empty())
     }
 }
 
@@ -95,6 +103,9 @@ pub struct RequestOrigin {
     pub sec_fetch_site: Option<String>,
     /// The `Host` the request was sent to.
     pub host: Option<String>,
+    /// authql's own origin (`AUTHQL_PUBLIC_URL`'s scheme and host), when
+    /// configured: behind a proxy `Host` may be the proxy's upstream name.
+    pub own_origin: Option<String>,
 }
 
 /// Why a cookie-authenticated request is refused.
@@ -130,11 +141,14 @@ pub fn check_csrf(request: &RequestOrigin, allowed: &[String]) -> Result<(), Csr
             .iter()
             .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
     };
-    let own_origin = |origin: &str| {
-        let host = origin
-            .strip_prefix("https://")
-            .or_else(|| origin.strip_prefix("http://"));
-        host.is_some() && host == request.host.as_deref()
+    let own_origin = |origin: &str| match &request.own_origin {
+        Some(own) => own.eq_ignore_ascii_case(origin),
+        None => {
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            host.is_some() && host == request.host.as_deref()
+        }
     };
     let foreign_site = matches!(
         request.sec_fetch_site.as_deref(),
@@ -169,7 +183,7 @@ mod tests {
     fn the_cookie_is_http_only_secure_and_kept_to_graphql() {
         assert_eq!(
             policy(true).set("tok"),
-            "__Secure-authql_refresh=tok; HttpOnly; Secure; SameSite=Strict; Path=/graphql; Max-Age=2592000"
+            "__Host-authql_refresh=tok; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=2592000"
         );
         assert_eq!(
             policy(false).expire(),
@@ -177,8 +191,7 @@ mod tests {
         );
         let p = policy(true);
         assert_eq!(
-            p.read(["a=1; __Secure-authql_refresh=tok ; b=2"])
-                .as_deref(),
+            p.read(["a=1; __Host-authql_refresh=tok ; b=2"]).as_deref(),
             Some("tok")
         );
         assert_eq!(
@@ -186,7 +199,15 @@ mod tests {
             None,
             "the unprefixed name is not ours"
         );
-        assert_eq!(p.read(["__Secure-authql_refresh="]), None);
+        assert_eq!(p.read(["__Host-authql_refresh="]), None);
+        assert_eq!(
+            p.read([
+                "__Host-authql_refresh=mine",
+                "__Host-authql_refresh=planted"
+            ]),
+            None,
+            "two of ours: one was planted"
+        );
     }
 
     #[test]
@@ -197,6 +218,7 @@ mod tests {
             origin: origin.map(str::to_owned),
             sec_fetch_site: site.map(str::to_owned),
             host: Some("auth.example.com".into()),
+            own_origin: None,
         };
         let check = |r: RequestOrigin| check_csrf(&r, &allowed);
         assert_eq!(
@@ -238,6 +260,26 @@ mod tests {
         );
         assert_eq!(
             check(request(true, Some("null"), None)),
+            Err(CsrfRefusal::ForeignOrigin)
+        );
+        // Its own origin, but the browser says another site sent it.
+        assert_eq!(
+            check(request(
+                true,
+                Some("https://auth.example.com"),
+                Some("cross-site")
+            )),
+            Err(CsrfRefusal::ForeignOrigin)
+        );
+        // Behind a proxy that rewrites Host: AUTHQL_PUBLIC_URL names it.
+        let proxied = |origin: &str| RequestOrigin {
+            host: Some("127.0.0.1:8080".into()),
+            own_origin: Some("https://auth.example.com".into()),
+            ..request(true, Some(origin), Some("same-origin"))
+        };
+        assert_eq!(check(proxied("https://auth.example.com")), Ok(()));
+        assert_eq!(
+            check(proxied("http://auth.example.com")),
             Err(CsrfRefusal::ForeignOrigin)
         );
     }

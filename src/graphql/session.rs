@@ -120,9 +120,9 @@ impl SessionMutation {
             },
             None => Ok(SignOutSuccess { had_session: false }),
         };
-        if result.is_ok() {
-            ctx.append_http_header("set-cookie", policy.expire());
-        }
+        // The browser forgets the cookie whatever happened to the session
+        // (a refused or failed revocation still signs this browser out).
+        ctx.append_http_header("set-cookie", policy.expire());
         SignOutResult::from_result(result)
     }
 }

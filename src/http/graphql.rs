@@ -338,14 +338,19 @@ async fn execute(
             origin: origin(header::ORIGIN),
             sec_fetch_site: origin(header::HeaderName::from_static("sec-fetch-site")),
             host: origin(header::HOST),
+            own_origin: state.own_origin.clone(),
         };
         request = request.data(CookieRequest {
-            token: state.cookie.read(
-                headers
+            // Bytes, not `to_str`: another app's non-ASCII cookie on this
+            // host must not hide ours.
+            token: {
+                let values: Vec<std::borrow::Cow<'_, str>> = headers
                     .get_all(header::COOKIE)
                     .iter()
-                    .filter_map(|v| v.to_str().ok()),
-            ),
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                    .collect();
+                state.cookie.read(values.iter().map(|v| v.as_ref()))
+            },
             csrf: check_csrf(&from, &state.cors_origins),
         });
     }

@@ -51,6 +51,8 @@ pub struct AppState {
     pub cookie: crate::domain::cookie::CookiePolicy,
     /// `AUTHQL_CORS_ORIGINS`, for the cookie's CSRF check.
     pub cors_origins: Arc<Vec<String>>,
+    /// `AUTHQL_PUBLIC_URL`'s origin, authql's own for that check.
+    pub own_origin: Option<String>,
 }
 
 pub struct RouterConfig {

@@ -10,7 +10,7 @@ use crate::helpers::*;
 const APP: &str = "https://app.example.com";
 const REFRESH_SESSION: &str = "mutation { refreshSession { __typename ... on RefreshSessionSuccess { auth { accessToken refreshToken } } ... on UserError { code } } }";
 const SIGN_OUT: &str = "mutation { signOut { __typename ... on SignOutSuccess { hadSession } ... on UserError { code } } }";
-const COOKIE: &str = "__Secure-authql_refresh";
+const COOKIE: &str = "__Host-authql_refresh";
 
 async fn cookie_app(backend: Backend, only: bool) -> TestApp {
     spawn_with(backend, |c| {
@@ -94,7 +94,7 @@ async fn sign_in_sets_an_http_only_cookie_that_refresh_session_rotates(backend: 
         "; HttpOnly",
         "; Secure",
         "; SameSite=Strict",
-        "; Path=/graphql",
+        "; Path=/;",
         "; Max-Age=2592000",
     ] {
         assert!(set.contains(attribute), "{set} lacks {attribute}");
@@ -177,7 +177,7 @@ async fn requests_without_the_csrf_proofs_are_refused_and_change_nothing(backend
     let token = token_of(&set_cookies(&headers)[0]);
     let host = app.addr.to_string();
     let own = format!("http://{host}");
-    let refusals: [&[(&str, &str)]; 4] = [
+    let refusals: [&[(&str, &str)]; 5] = [
         &[],
         &[
             ("x-requested-with", "fetch"),
@@ -188,6 +188,12 @@ async fn requests_without_the_csrf_proofs_are_refused_and_change_nothing(backend
             ("sec-fetch-site", "cross-site"),
         ],
         &[("x-requested-with", "fetch"), ("origin", "null")],
+        // Its own origin, yet the browser says another site sent it.
+        &[
+            ("x-requested-with", "fetch"),
+            ("origin", &own),
+            ("sec-fetch-site", "cross-site"),
+        ],
     ];
     for extra in refusals {
         for query in [REFRESH_SESSION, SIGN_OUT] {
@@ -203,10 +209,11 @@ async fn requests_without_the_csrf_proofs_are_refused_and_change_nothing(backend
         }
     }
     assert_eq!(sessions_live(&app).await, 1, "nothing was signed out");
-    // The cookie still works, from the allowed origin and from authql's own.
+    // The cookie still works, from the allowed origin and from authql's own,
+    // also next to another app's cookie that is not ASCII.
     let (headers, body) = refresh_with(
         &app,
-        &token,
+        &format!("{token}; other=\u{e9}t\u{e9}"),
         &[
             ("x-requested-with", "fetch"),
             ("origin", APP),
@@ -286,6 +293,36 @@ async fn sign_out_ends_the_cookies_session_and_removes_it(backend: Backend) {
     );
     let (_, body) = post(&app, &[("x-requested-with", "fetch")], SIGN_OUT, json!({})).await;
     assert_eq!(body["data"]["signOut"]["hadSession"], false);
+
+    // Cookie-only holds for every mutation that returns a pair.
+    let (headers, body) = post(
+        &app,
+        &[],
+        CREATE_TOKEN,
+        json!({ "input": { "login": "leaving", "password": PASSWORD } }),
+    )
+    .await;
+    assert_eq!(body["data"]["createToken"]["refreshToken"], "");
+    let token = token_of(&set_cookies(&headers)[0]);
+    let (headers, body) = post(&app, &[], REFRESH, json!({ "token": token })).await;
+    assert_eq!(body["data"]["refreshToken"]["refreshToken"], "", "{body}");
+    assert_eq!(set_cookies(&headers).len(), 1);
+    let access = body["data"]["refreshToken"]["accessToken"]
+        .as_str()
+        .expect("access")
+        .to_owned();
+    let (headers, body) = post(
+        &app,
+        &[("authorization", &format!("Bearer {access}"))],
+        "mutation { changePassword(currentPassword: \"correct horse battery staple\", newPassword: \"a fresh passphrase here\") { ... on ChangePasswordSuccess { auth { refreshToken } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        body["data"]["changePassword"]["auth"]["refreshToken"], "",
+        "{body}"
+    );
+    assert_eq!(set_cookies(&headers).len(), 1);
 }
 
 async fn without_cookie_mode_nothing_sets_or_reads_a_cookie(backend: Backend) {
@@ -330,10 +367,31 @@ async fn cors_allows_credentials_for_the_allowed_origin_only(backend: Backend) {
         allow_headers.contains("x-requested-with"),
         "{allow_headers}"
     );
+    let vary = headers["vary"]
+        .to_str()
+        .expect("ascii")
+        .to_ascii_lowercase();
+    assert!(vary.contains("origin"), "{vary}");
     let refused = preflight("https://evil.example").await.expect("preflight");
     assert!(refused
         .headers()
         .get("access-control-allow-origin")
+        .is_none());
+
+    // CORS origins without cookie mode: no credentials.
+    let plain = spawn_with(backend, |c| c.cors_origins = vec![APP.into()]).await;
+    let answer = plain
+        .client
+        .request(reqwest::Method::OPTIONS, plain.url("/graphql"))
+        .header("origin", APP)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(answer.headers()["access-control-allow-origin"], APP);
+    assert!(answer
+        .headers()
+        .get("access-control-allow-credentials")
         .is_none());
 }
 

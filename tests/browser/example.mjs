@@ -23,8 +23,8 @@ try {
   const problems = [];
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   const bodies = [];
-  page.on("response", async (r) => {
-    if (r.url() === api && r.request().method() === "POST") bodies.push(await r.text().catch(() => ""));
+  page.on("response", (r) => {
+    if (r.url() === api && r.request().method() === "POST") bodies.push(r.text().catch(() => ""));
   });
   const status = page.locator("#status");
   const expectStatus = async (text, step) => {
@@ -43,15 +43,18 @@ try {
   await expectStatus("Signed in", "sign-up");
   const cars = await page.locator("#cars").innerText();
   if (!cars.includes("Lada Niva")) await fail(`cars: ${cars}`);
+  // (The cookie's Path is /, so document.cookie would show it if it could.)
   if ((await page.evaluate(() => document.cookie)).includes("authql_refresh")) {
     await fail("page JavaScript can read the refresh cookie");
   }
   const cookies = await context.cookies(api);
   const refresh = cookies.find((c) => c.name.endsWith("authql_refresh"));
-  if (!refresh || !refresh.httpOnly || refresh.path !== "/graphql") {
-    await fail(`the browser holds no HttpOnly refresh cookie for /graphql: ${JSON.stringify(cookies)}`);
+  if (!refresh || !refresh.httpOnly || !refresh.secure || refresh.name !== "__Host-authql_refresh") {
+    await fail(`the browser holds no __Host- HttpOnly refresh cookie: ${JSON.stringify(cookies)}`);
   }
-  if (bodies.some((b) => b.includes(refresh.value))) await fail("a JSON body carried the refresh token");
+  if ((await Promise.all(bodies)).some((b) => b.includes(refresh.value))) {
+    await fail("a JSON body carried the refresh token");
+  }
 
   await page.reload();
   await expectStatus("Signed in", "reload");

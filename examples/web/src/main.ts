@@ -12,7 +12,7 @@ import {
 } from "./gql/graphql";
 
 /** authql's /graphql, from `?api=` (the app is served from another origin). */
-const api = new URLSearchParams(location.search).get("api") ?? "http://localhost:8080/graphql";
+const api = new URLSearchParams(location.search).get("api") ?? "http://127.0.0.1:8080/graphql";
 let accessToken: string | null = null;
 
 async function call<R, V>(document: TypedDocumentNode<R, V>, variables?: V): Promise<R> {
@@ -106,8 +106,16 @@ $("auth").addEventListener("submit", async (event) => {
 });
 
 $("sign-out").addEventListener("click", async () => {
-  await call(SignOutDocument);
-  signedOut();
+  const { signOut } = await call(SignOutDocument);
+  switch (signOut.__typename) {
+    case "SignOutSuccess":
+      signedOut();
+      break;
+    default:
+      // The cookie is gone from this browser either way; the session ends
+      // with its lifetime if the server could not end it now.
+      signedOut(`Signed out here (${signOut.message})`);
+  }
 });
 
 restore().catch((e) => signedOut(`Signed out (${(e as Error).message})`));
