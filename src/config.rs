@@ -785,16 +785,22 @@ mod tests {
         config.cookie.refresh_cookie_only = true;
         assert!(config
             .validate()
-            .unwrap_err()
+            .expect_err("refused")
             .contains("AUTHQL_REFRESH_COOKIE_ONLY"));
         config.cookie.refresh_cookie = true;
         assert!(config.validate().is_ok());
         config.cookie.refresh_cookie_samesite = crate::domain::cookie::SameSite::None;
-        assert!(config.validate().unwrap_err().contains("SAMESITE=none"));
+        assert!(config
+            .validate()
+            .expect_err("refused")
+            .contains("SAMESITE=none"));
         config.cors_origins = vec!["https://app.example.com".into()];
         assert!(config.validate().is_ok());
         config.cookie.refresh_cookie_secure = false;
-        assert!(config.validate().unwrap_err().contains("SAMESITE=none"));
+        assert!(config
+            .validate()
+            .expect_err("refused")
+            .contains("SAMESITE=none"));
         config.public_url = Some("https://auth.example.com/base/".into());
         assert_eq!(
             config.public_origin().as_deref(),
