@@ -8,9 +8,9 @@ use async_graphql::{Context, Object, Result, SimpleObject, Upload, ID};
 use super::mutation::services;
 use super::results::result_union;
 use super::types::{AuthPayload, Car, CarInput, UpdateProfileInput, User};
+use super::viewer;
 use crate::domain::avatar::UploadedFile;
 use crate::domain::Password;
-use crate::service::Viewer;
 
 #[derive(Default)]
 pub struct AccountMutation;
@@ -113,10 +113,6 @@ result_union!(
     /// What `deleteAccount` can answer.
     DeleteAccountResult = DeleteAccountSuccess | ValidationFailed | InvalidCredentials | RateLimited
 );
-
-fn viewer<'a>(ctx: &Context<'a>) -> &'a Viewer {
-    ctx.data_opt::<Viewer>().unwrap_or(&Viewer::Anonymous)
-}
 
 #[Object]
 impl AccountMutation {

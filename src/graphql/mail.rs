@@ -7,8 +7,8 @@ use async_graphql::{Context, Object, Result, SimpleObject};
 use super::mutation::services;
 use super::results::result_union;
 use super::types::AuthPayload;
+use super::viewer;
 use crate::domain::Password;
-use crate::service::Viewer;
 
 #[derive(Default)]
 pub struct MailMutation;
@@ -79,10 +79,6 @@ result_union!(
     /// What `signInWithCode` can answer.
     SignInWithCodeResult = SignInWithCodeSuccess | InvalidCredentials | RateLimited
 );
-
-fn viewer<'a>(ctx: &Context<'a>) -> &'a Viewer {
-    ctx.data_opt::<Viewer>().unwrap_or(&Viewer::Anonymous)
-}
 
 fn seconds(d: std::time::Duration) -> MailQueued {
     MailQueued {

@@ -46,6 +46,12 @@ pub(crate) fn request_data<'a, T: std::any::Any + Send + Sync>(
     })
 }
 
+/// Who is calling (set by the HTTP layer; anonymous when it is absent).
+pub(crate) fn viewer<'a>(ctx: &async_graphql::Context<'a>) -> &'a crate::service::Viewer {
+    ctx.data_opt::<crate::service::Viewer>()
+        .unwrap_or(&crate::service::Viewer::Anonymous)
+}
+
 /// Root fields that each make one credential attempt: at most one of them per
 /// document, so aliases cannot multiply guesses.
 pub const CREDENTIAL_MUTATIONS: [&str; 9] = [

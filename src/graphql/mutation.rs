@@ -9,7 +9,7 @@ use super::session::{payload, SessionMutation};
 
 use super::types::{AuthPayload, CreateTokenInput, SignUpInput};
 use crate::domain::{Client, Password, SignInForm};
-use crate::service::{AccountService, Viewer};
+use crate::service::AccountService;
 
 /// The five mutations of the first release (plain results, errors in
 /// `errors[]`), then every later one (typed results).
@@ -82,7 +82,7 @@ impl AuthMutation {
     /// Returns true.
     async fn sign_out_everywhere(&self, ctx: &Context<'_>) -> Result<bool> {
         let (accounts, client) = services(ctx)?;
-        let viewer = ctx.data_opt::<Viewer>().unwrap_or(&Viewer::Anonymous);
+        let viewer = super::viewer(ctx);
         accounts
             .sign_out_everywhere(viewer, &client)
             .await

@@ -4,7 +4,7 @@ use super::request_data;
 use async_graphql::{Context, ErrorExtensions as _, Object, Result};
 
 use super::types::User;
-use crate::service::{AccountService, Viewer};
+use crate::service::AccountService;
 
 pub struct Query;
 
@@ -14,7 +14,7 @@ impl Query {
     /// without a valid access token: error code UNAUTHENTICATED.
     async fn me(&self, ctx: &Context<'_>) -> Result<User> {
         let accounts = request_data::<Arc<AccountService>>(ctx)?;
-        let viewer = ctx.data_opt::<Viewer>().unwrap_or(&Viewer::Anonymous);
+        let viewer = super::viewer(ctx);
         // Asked for cars too: one query for both instead of two round trips.
         let with_cars = ctx.look_ahead().field("cars").exists();
         let (user, cars) = accounts

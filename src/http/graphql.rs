@@ -327,7 +327,7 @@ async fn execute(
     );
     let mut request = request.data(viewer).data(client).data(document);
     if state.cookie.enabled {
-        let origin = |name: header::HeaderName| {
+        let header_text = |name: header::HeaderName| {
             headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
@@ -335,9 +335,9 @@ async fn execute(
         };
         let from = RequestOrigin {
             custom_header: headers.contains_key(CSRF_HEADER),
-            origin: origin(header::ORIGIN),
-            sec_fetch_site: origin(header::HeaderName::from_static("sec-fetch-site")),
-            host: origin(header::HOST),
+            origin: header_text(header::ORIGIN),
+            sec_fetch_site: header_text(header::HeaderName::from_static("sec-fetch-site")),
+            host: header_text(header::HOST),
             own_origin: state.own_origin.clone(),
         };
         request = request.data(CookieRequest {

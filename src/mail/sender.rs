@@ -88,7 +88,10 @@ impl MailSender {
                     false
                 }
             };
-            self.report_backlog().await;
+            if !busy {
+                // Once the outbox is drained, not after every mail.
+                self.report_backlog().await;
+            }
             if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                 last_prune = Some(Instant::now());
                 let now = self.clock.now();

@@ -123,9 +123,10 @@ pub trait AccountStore: Send + Sync {
 
 /// Implements [`AccountStore`] for a backend store type that has
 /// `write_tx()`, `durable()`, and a free `lock_user(conn, id)` and
-/// `insert_event(conn, event)` in scope.
+/// `insert_event(conn, event)` in scope (and one helper on its
+/// connection type `$conn`).
 macro_rules! account_store {
-    ($store:ty) => {
+    ($store:ty, $conn:ty) => {
         #[async_trait::async_trait]
         impl $crate::storage::accounts::AccountStore for $store {
             #[tracing::instrument(level = "debug", skip_all)]
@@ -267,7 +268,6 @@ macro_rules! account_store {
                 car: &$crate::domain::NewCar,
             ) -> Result<$crate::storage::accounts::CarAdded, $crate::storage::StoreError> {
                 use $crate::storage::accounts::CarAdded;
-                use $crate::storage::Timestamp;
                 let mut tx = self.write_tx().await?;
                 if !lock_user(&mut tx, actor.user_id).await? {
                     return Ok(CarAdded::NoUser);
@@ -299,16 +299,7 @@ macro_rules! account_store {
                 .bind(&car.vin)
                 .fetch_one(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE users SET updated_at = $1 WHERE id = $2")
-                    .bind(Timestamp(actor.now))
-                    .bind(actor.user_id)
-                    .execute(&mut *tx)
-                    .await?;
-                insert_event(
-                    &mut tx,
-                    &actor.event($crate::domain::audit::EventKind::ProfileUpdated, Some("car added")),
-                )
-                .await?;
+                cars_changed(&mut tx, actor, "car added").await?;
                 tx.commit().await?;
                 Ok(CarAdded::Added(row.into()))
             }
@@ -320,7 +311,6 @@ macro_rules! account_store {
                 car_id: i64,
                 car: &$crate::domain::NewCar,
             ) -> Result<Option<$crate::domain::account::Car>, $crate::storage::StoreError> {
-                use $crate::storage::Timestamp;
                 let mut tx = self.write_tx().await?;
                 let row: Option<$crate::storage::rows::CarRow> = sqlx::query_as(
                     "UPDATE cars SET brand = $1, model = $2, year = $3, color = $4,
@@ -341,16 +331,7 @@ macro_rules! account_store {
                 let Some(row) = row else {
                     return Ok(None);
                 };
-                sqlx::query("UPDATE users SET updated_at = $1 WHERE id = $2")
-                    .bind(Timestamp(actor.now))
-                    .bind(actor.user_id)
-                    .execute(&mut *tx)
-                    .await?;
-                insert_event(
-                    &mut tx,
-                    &actor.event($crate::domain::audit::EventKind::ProfileUpdated, Some("car updated")),
-                )
-                .await?;
+                cars_changed(&mut tx, actor, "car updated").await?;
                 tx.commit().await?;
                 Ok(Some(row.into()))
             }
@@ -361,7 +342,6 @@ macro_rules! account_store {
                 actor: &$crate::storage::accounts::Actor,
                 car_id: i64,
             ) -> Result<bool, $crate::storage::StoreError> {
-                use $crate::storage::Timestamp;
                 let mut tx = self.write_tx().await?;
                 let removed = sqlx::query("DELETE FROM cars WHERE id = $1 AND user_id = $2")
                     .bind(car_id)
@@ -372,16 +352,7 @@ macro_rules! account_store {
                 if removed == 0 {
                     return Ok(false);
                 }
-                sqlx::query("UPDATE users SET updated_at = $1 WHERE id = $2")
-                    .bind(Timestamp(actor.now))
-                    .bind(actor.user_id)
-                    .execute(&mut *tx)
-                    .await?;
-                insert_event(
-                    &mut tx,
-                    &actor.event($crate::domain::audit::EventKind::ProfileUpdated, Some("car removed")),
-                )
-                .await?;
+                cars_changed(&mut tx, actor, "car removed").await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -706,6 +677,25 @@ macro_rules! account_store {
                 })
                 .transpose()
             }
+        }
+
+        /// A car added, changed or removed: the profile's `updated_at` and
+        /// its `profile_updated` event, inside the change's transaction.
+        async fn cars_changed(
+            tx: &mut $conn,
+            actor: &$crate::storage::accounts::Actor,
+            detail: &str,
+        ) -> Result<(), $crate::storage::StoreError> {
+            sqlx::query("UPDATE users SET updated_at = $1 WHERE id = $2")
+                .bind($crate::storage::Timestamp(actor.now))
+                .bind(actor.user_id)
+                .execute(&mut *tx)
+                .await?;
+            insert_event(
+                tx,
+                &actor.event($crate::domain::audit::EventKind::ProfileUpdated, Some(detail)),
+            )
+            .await
         }
     };
 }

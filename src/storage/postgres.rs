@@ -56,7 +56,7 @@ fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
-super::account_store!(PostgresStore);
+super::account_store!(PostgresStore, PgConnection);
 // Instances claim different rows at once instead of waiting on each other.
 super::mail_store!(PostgresStore, PgConnection, "FOR UPDATE SKIP LOCKED");
 

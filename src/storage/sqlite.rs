@@ -119,7 +119,7 @@ fn create_private(file: &Path) -> anyhow::Result<()> {
     }
 }
 
-super::account_store!(SqliteStore);
+super::account_store!(SqliteStore, SqliteConnection);
 // SQLite: BEGIN IMMEDIATE lets one claim in at a time; no row locks.
 super::mail_store!(SqliteStore, SqliteConnection, "");
 

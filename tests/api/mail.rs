@@ -121,13 +121,9 @@ async fn verification_is_mailed_at_sign_up_and_its_link_verifies(backend: Backen
         result(&body, "requestEmailVerification"),
         &json!({ "__typename": "MailQueued", "expiresIn": 86400 })
     );
-    let second = loop {
-        let mails = sink.mails_to("vera@new.example");
-        if mails.len() == 2 {
-            break mails[1].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let second = sink
+        .wait_for_nth("vera@new.example", "Confirm your e-mail", 2)
+        .await;
     // The newer link replaced the older.
     let body = app.gql(VERIFY, json!({ "t": first.token() })).await;
     assert_eq!(result(&body, "verifyEmail")["__typename"], "InvalidToken");
@@ -242,17 +238,9 @@ async fn password_reset_tells_nothing_and_ends_every_session(backend: Backend) {
         async move {
             app.gql(REQUEST_RESET, json!({ "e": "rita@example.com" }))
                 .await;
-            loop {
-                let mails: Vec<_> = sink
-                    .mails_to("rita@example.com")
-                    .into_iter()
-                    .filter(|m| m.subject.contains("Reset"))
-                    .collect();
-                if mails.len() == n {
-                    break mails[n - 1].token();
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
+            sink.wait_for_nth("rita@example.com", "Reset", n)
+                .await
+                .token()
         }
     };
     let older = ask(2).await;
@@ -515,17 +503,10 @@ async fn sign_in_codes_work_once_and_hold_five_tries_under_load(backend: Backend
 
     // A new code signs in once, and verifies the address on the way.
     request().await;
-    let code = loop {
-        let mails: Vec<_> = sink.mails_to("cody@example.com");
-        let codes: Vec<_> = mails
-            .iter()
-            .filter(|m| m.subject.contains("sign-in code"))
-            .collect();
-        if codes.len() == 2 {
-            break codes[1].code();
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let code = sink
+        .wait_for_nth("cody@example.com", "sign-in code", 2)
+        .await
+        .code();
     // Following a link is a GET: it can run no mutation, so a mail
     // scanner that fetches it uses nothing up.
     let scanned = app
@@ -572,17 +553,10 @@ async fn sign_in_codes_work_once_and_hold_five_tries_under_load(backend: Backend
 
     // Ten minutes later a code is dead.
     request().await;
-    let code = loop {
-        let codes: Vec<_> = sink
-            .mails_to("cody@example.com")
-            .into_iter()
-            .filter(|m| m.subject.contains("sign-in code"))
-            .collect();
-        if codes.len() == 3 {
-            break codes[2].code();
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let code = sink
+        .wait_for_nth("cody@example.com", "sign-in code", 3)
+        .await
+        .code();
     clock.advance(Duration::from_secs(601));
     let late = app
         .gql(

@@ -161,6 +161,28 @@ impl SmtpSink {
         }
     }
 
+    /// Waits (up to 30 s) for the `n`-th message (from 1) to `to` whose
+    /// subject contains `subject`.
+    pub async fn wait_for_nth(&self, to: &str, subject: &str, n: usize) -> Mail {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut found: Vec<Mail> = self
+                .mails_to(to)
+                .into_iter()
+                .filter(|m| m.subject.contains(subject))
+                .collect();
+            if found.len() >= n {
+                return found.swap_remove(n - 1);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} mails to {to} about {subject:?}",
+                found.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Messages to `to`.
     pub fn mails_to(&self, to: &str) -> Vec<Mail> {
         self.mails()

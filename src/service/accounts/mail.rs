@@ -187,17 +187,9 @@ impl AccountService {
     /// The address of a request that names one (reset, sign-in code),
     /// checked by the sign-up rules, and its match key. The same answer
     /// for any well-formed address, registered or not.
-    fn requested_address(raw: &str) -> Result<String, AuthError> {
-        let form = ProfileForm {
-            email: Change::Set(raw.to_owned()),
-            phone: Change::Keep,
-            name: Change::Keep,
-            surname: Change::Keep,
-            second_name: Change::Keep,
-        };
-        // The address rules need no phone region or context words.
-        let update = form
-            .validate(&crate::domain::SignUpRules::new(None))
+    fn requested_address(&self, raw: &str) -> Result<String, AuthError> {
+        let update = email_only(raw)
+            .validate(&self.rules)
             .map_err(AuthError::Validation)?;
         match update.new_email() {
             Some(address) => Ok(address.to_owned()),
@@ -252,7 +244,7 @@ impl AccountService {
         purpose: TokenPurpose,
     ) -> Result<Duration, AuthError> {
         self.attempt(Action::Mail, client).await?;
-        let address = Self::requested_address(email)?;
+        let address = self.requested_address(email)?;
         let key = match_key(&address);
         self.throttle.mail_to(&key).await?;
         let service = Arc::clone(self);
@@ -377,7 +369,7 @@ impl AccountService {
                 "the password is required",
             ));
         }
-        let address = match Self::requested_address(&new_email) {
+        let address = match self.requested_address(&new_email) {
             Ok(address) => Some(address),
             Err(AuthError::Validation(fields)) => {
                 problems.extend(fields.into_iter().map(|f| f.renamed("newEmail")));
@@ -456,14 +448,7 @@ impl AccountService {
             .mail_token(TokenPurpose::ChangeEmail, &hash, now)
             .await?
             .ok_or(AuthError::InvalidToken)?;
-        let form = ProfileForm {
-            email: Change::Set(found.email),
-            phone: Change::Keep,
-            name: Change::Keep,
-            surname: Change::Keep,
-            second_name: Change::Keep,
-        };
-        let update = form
+        let update = email_only(&found.email)
             .validate(&self.rules)
             .map_err(AuthError::Validation)?
             .with_email_proven();
@@ -561,5 +546,13 @@ impl AccountService {
             user,
             cars: None,
         })
+    }
+}
+
+/// A profile change of the e-mail alone (what the mail flows check).
+fn email_only(raw: &str) -> ProfileForm {
+    ProfileForm {
+        email: Change::Set(raw.to_owned()),
+        ..ProfileForm::default()
     }
 }
