@@ -1,4 +1,5 @@
-//! argon2id hashing and verification, off the async executor.
+//! argon2id hashing, and verification of argon2id and of the hashes
+//! `authql import` takes over (pbkdf2, scrypt, bcrypt), off the async executor.
 //!
 //! - Engine: `argon2-rust`, a port of the C reference implementation with
 //!   runtime-dispatched SIMD; about twice the hash rate of the RustCrypto
@@ -19,9 +20,12 @@ use std::time::Instant;
 use argon2_rust::{Algorithm, Argon2, Version};
 use ipnet::IpNet;
 use rand::RngCore as _;
+use sha2::Digest as _;
+use subtle::ConstantTimeEq as _;
 
 use super::queue::{FairQueue, Full};
 use crate::config::PasswordConfig;
+use crate::domain::password_hash::{BcryptInput, Prf, StoredHash};
 use crate::domain::{Client, Password};
 use crate::error::AuthError;
 use crate::metrics::Metrics;
@@ -87,9 +91,81 @@ fn hash_phc(argon2: &Argon2, password: &[u8]) -> Result<String, AuthError> {
         .map_err(|e| internal("argon2 hash failed", e))
 }
 
-/// Checks `password` against a stored PHC string (constant-time comparison).
-fn verify_phc(current: &Argon2, password: &[u8], phc: &str) -> Result<Verified, AuthError> {
-    let stored = argon2_rust::decode_string(phc, Algorithm::Argon2id)
+/// Checks `password` against a stored hash of any algorithm
+/// [`StoredHash`] reads (constant-time comparisons). A correct password
+/// under an imported algorithm always needs a re-hash to argon2id.
+fn verify_stored(current: &Argon2, password: &[u8], stored: &str) -> Result<Verified, AuthError> {
+    let parsed = StoredHash::parse(stored).map_err(|e| internal("stored hash unreadable", e))?;
+    let matched = match parsed {
+        StoredHash::Argon2 { phc, argon2i } => {
+            return verify_argon2(current, password, &phc, argon2i);
+        }
+        StoredHash::Pbkdf2 {
+            prf,
+            iterations,
+            salt,
+            hash,
+        } => {
+            let mut out = vec![0u8; hash.len()];
+            match prf {
+                Prf::Sha1 => pbkdf2::pbkdf2_hmac::<sha1::Sha1>(password, &salt, iterations, &mut out),
+                Prf::Sha256 => {
+                    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, &salt, iterations, &mut out)
+                }
+                Prf::Sha512 => {
+                    pbkdf2::pbkdf2_hmac::<sha2::Sha512>(password, &salt, iterations, &mut out)
+                }
+            }
+            bool::from(out.ct_eq(&hash))
+        }
+        StoredHash::Scrypt {
+            log_n,
+            r,
+            p,
+            salt,
+            hash,
+        } => {
+            let params = scrypt::Params::new(log_n, r, p)
+                .map_err(|e| internal("stored scrypt parameters", e))?;
+            let mut out = vec![0u8; hash.len()];
+            scrypt::scrypt(password, &salt, &params, &mut out)
+                .map_err(|e| internal("scrypt failed", e))?;
+            bool::from(out.ct_eq(&hash))
+        }
+        StoredHash::Bcrypt { mcf, input } => {
+            let matched = match input {
+                BcryptInput::Password => bcrypt::verify(password, &mcf),
+                BcryptInput::DjangoSha256Hex => {
+                    let digest = sha2::Sha256::digest(password);
+                    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                    bcrypt::verify(hex.as_bytes(), &mcf)
+                }
+            };
+            matched.map_err(|e| internal("bcrypt verify failed", e))?
+        }
+        StoredHash::Unusable => false,
+    };
+    Ok(if matched {
+        Verified::Yes { needs_rehash: true }
+    } else {
+        Verified::No
+    })
+}
+
+/// Checks `password` against an argon2 PHC string; one of other parameters
+/// than the configured ones, or of argon2i, needs a re-hash.
+fn verify_argon2(
+    current: &Argon2,
+    password: &[u8],
+    phc: &str,
+    argon2i: bool,
+) -> Result<Verified, AuthError> {
+    let algorithm = if argon2i {
+        Algorithm::Argon2i
+    } else {
+        Algorithm::Argon2id
+    };
+    let stored = argon2_rust::decode_string(phc, algorithm)
         .map_err(|e| internal("stored hash unreadable", e))?;
     let stored_params = stored.params;
     match Argon2::new(stored.algorithm, stored.version, stored_params).verify(
@@ -99,7 +175,8 @@ fn verify_phc(current: &Argon2, password: &[u8], phc: &str) -> Result<Verified, 
     ) {
         Ok(()) => {
             let now = current.params();
-            let needs_rehash = stored.version != Version::V0x13
+            let needs_rehash = argon2i
+                || stored.version != Version::V0x13
                 || stored_params.memory_kib() != now.memory_kib()
                 || stored_params.passes() != now.passes()
                 || stored_params.lanes() != now.lanes();
@@ -217,7 +294,7 @@ impl HashSlot<'_> {
 
     pub async fn verify(self, password: &Password, phc: &str) -> Result<Verified, AuthError> {
         let (argon2, password, phc) = (self.hasher.argon2, password.clone(), phc.to_owned());
-        self.run(move || verify_phc(&argon2, password.expose().as_bytes(), &phc))
+        self.run(move || verify_stored(&argon2, password.expose().as_bytes(), &phc))
             .await
     }
 
@@ -325,21 +402,97 @@ mod tests {
                 .expect("verify"),
             Verified::No
         );
-        // A stored hash of another algorithm is an error, not a silent "no".
+        // argon2i (older Django) verifies, and asks for a re-hash.
         let argon2i = argon2::Argon2::new(
             argon2::Algorithm::Argon2i,
             argon2::Version::V0x13,
             argon2::Params::default(),
         )
-        .hash_password(b"x", &SaltString::generate(&mut OsRng))
+        .hash_password(b"portable password", &SaltString::generate(&mut OsRng))
         .expect("hash")
         .to_string();
+        assert_eq!(
+            h.slot(&client())
+                .expect("slot")
+                .verify(&pw, &argon2i)
+                .await
+                .expect("verify"),
+            Verified::Yes { needs_rehash: true }
+        );
+        // An argon2d hash is no stored form: an error, not a silent "no".
+        let argon2d = argon2i.replace("$argon2i$", "$argon2d$");
         assert!(h
             .slot(&client())
             .expect("slot")
-            .verify(&pw, &argon2i)
+            .verify(&pw, &argon2d)
             .await
             .is_err());
+    }
+
+    /// Each imported algorithm verifies the right password (asking for a
+    /// re-hash) and refuses a wrong one; an unusable password never matches.
+    #[tokio::test]
+    async fn imported_hashes_verify_with_their_own_algorithm() {
+        use crate::domain::password_hash::StoredHash;
+        let h = hasher(1024, 1);
+        let salt = b"0123456789abcdef".to_vec();
+        let mut pbkdf = vec![0u8; 64];
+        pbkdf2::pbkdf2_hmac::<sha2::Sha512>(b"right password", &salt, 1000, &mut pbkdf);
+        let mut scrypted = vec![0u8; 64];
+        scrypt::scrypt(
+            b"right password",
+            &salt,
+            &scrypt::Params::new(10, 8, 1).expect("params"),
+            &mut scrypted,
+        )
+        .expect("scrypt");
+        let hex: String = sha2::Sha256::digest(b"right password")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let stored = [
+            StoredHash::Pbkdf2 {
+                prf: Prf::Sha512,
+                iterations: 1000,
+                salt: salt.clone(),
+                hash: pbkdf,
+            }
+            .encode(),
+            StoredHash::Scrypt {
+                log_n: 10,
+                r: 8,
+                p: 1,
+                salt,
+                hash: scrypted,
+            }
+            .encode(),
+            bcrypt::hash("right password", 4).expect("bcrypt"),
+            format!(
+                "$django-bcrypt-sha256{}",
+                bcrypt::hash(hex, 4).expect("bcrypt")
+            ),
+        ];
+        for phc in &stored {
+            let verify = |password: &'static str| {
+                let slot = h.slot(&client()).expect("slot");
+                let phc = phc.clone();
+                async move { slot.verify(&Password::new(password), &phc).await }
+            };
+            assert_eq!(
+                verify("right password").await.expect("verify"),
+                Verified::Yes { needs_rehash: true },
+                "{phc}"
+            );
+            assert_eq!(verify("wrong password").await.expect("verify"), Verified::No);
+        }
+        assert_eq!(
+            h.slot(&client())
+                .expect("slot")
+                .verify(&Password::new(""), "!")
+                .await
+                .expect("verify"),
+            Verified::No
+        );
     }
 
     /// A full queue or share refuses at once; places come back when the

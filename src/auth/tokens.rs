@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit as _, Mac};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};

@@ -12,6 +12,7 @@ pub mod cookie;
 pub mod field;
 pub mod mail;
 pub mod password;
+pub mod password_hash;
 pub mod profile;
 pub mod rotation;
 pub mod secret;
