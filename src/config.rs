@@ -37,6 +37,88 @@ pub enum Command {
     /// Manage access-token signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Take users over from Django, Supabase, Keycloak or an authql export,
+    /// with their password hashes (README, "Moving in").
+    Import(ImportConfig),
+    /// Write every user with their cars and password hash as JSON lines.
+    Export(ExportConfig),
+}
+
+/// What `authql import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    /// `manage.py dumpdata` JSON (an array, or JSON lines) of a user model.
+    Django,
+    /// A CSV export of Supabase's `auth.users`.
+    Supabase,
+    /// A Keycloak realm (or realm users) export.
+    Keycloak,
+    /// What `authql export` writes.
+    Jsonl,
+}
+
+impl ImportFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ImportFormat::Django => "django",
+            ImportFormat::Supabase => "supabase",
+            ImportFormat::Keycloak => "keycloak",
+            ImportFormat::Jsonl => "jsonl",
+        }
+    }
+}
+
+/// What `authql import` does with a record whose username, e-mail or id
+/// is already taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnConflict {
+    /// List it in the report and go on (so a rerun resumes).
+    Skip,
+    /// Stop before writing it, with what came before written.
+    Fail,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportConfig {
+    /// Format of FILE.
+    #[arg(long, ignore_case = true)]
+    pub format: ImportFormat,
+    /// The file to read; `-` reads standard input.
+    pub file: std::path::PathBuf,
+    /// Where the records not taken are listed (CSV: line,key,reason,detail).
+    #[arg(long, default_value = "import-report.csv")]
+    pub report: std::path::PathBuf,
+    /// Check every record against the rules and the database, write the
+    /// report, write no user.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, default_value = "skip", ignore_case = true)]
+    pub on_conflict: OnConflict,
+    /// Users written per transaction.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub batch_size: u32,
+    /// Django only: the user model's label in the dump (others are skipped).
+    #[arg(long, default_value = "auth.user")]
+    pub django_model: String,
+    /// Region (ISO 3166 code) for phone numbers written without `+`.
+    #[arg(long, env = "AUTHQL_PHONE_REGION")]
+    pub phone_region: Option<String>,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportConfig {
+    /// The file to write (created readable by its owner only); standard
+    /// output without it.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Subcommand)]

@@ -30,5 +30,7 @@ pub mod service;
 pub mod storage;
 /// Log setup.
 pub mod telemetry;
+/// `authql import` and `authql export`: users in and out, in batches.
+pub mod transfer;
 
 pub use app::App;

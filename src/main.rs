@@ -1,10 +1,12 @@
 //! The `authql` binary: parse the command line, set up logging, run the
-//! subcommand (`serve` by default, `migrate`, `print-schema`).
+//! subcommand (`serve` by default, `migrate`, `keys`, `import`, `export`,
+//! `print-schema`).
 
 use std::process::ExitCode;
 
 use authql::config::{Cli, Command, KeysCommand};
-use authql::{app, graphql, telemetry, App};
+use authql::transfer::Ended;
+use authql::{app, graphql, telemetry, transfer, App};
 use clap::Parser as _;
 
 #[tokio::main]
@@ -53,9 +55,40 @@ async fn main() -> ExitCode {
             print!("{}", graphql::sdl());
             Ok(())
         }
+        Command::Import(config) => {
+            telemetry::init(&config.log);
+            let ended = match app::open_database(&config.database, true).await {
+                Ok(store) => transfer::import(config, store).await,
+                Err(e) => Err(e),
+            };
+            return exit(ended);
+        }
+        Command::Export(config) => {
+            telemetry::init(&config.log);
+            let ended = match app::open_database(&config.database, true).await {
+                Ok(store) => transfer::export(config, store).await,
+                Err(e) => Err(e),
+            };
+            return exit(ended);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("authql: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// 0 complete, 1 failed or stopped at a conflict, 130 interrupted (as a
+/// shell reports SIGINT).
+fn exit(ended: anyhow::Result<Ended>) -> ExitCode {
+    match ended {
+        Ok(Ended::Complete) => ExitCode::SUCCESS,
+        Ok(Ended::Conflict) => ExitCode::FAILURE,
+        Ok(Ended::Interrupted) => ExitCode::from(130),
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("authql: {e:#}");

@@ -108,7 +108,9 @@ fn verify_stored(current: &Argon2, password: &[u8], stored: &str) -> Result<Veri
         } => {
             let mut out = vec![0u8; hash.len()];
             match prf {
-                Prf::Sha1 => pbkdf2::pbkdf2_hmac::<sha1::Sha1>(password, &salt, iterations, &mut out),
+                Prf::Sha1 => {
+                    pbkdf2::pbkdf2_hmac::<sha1::Sha1>(password, &salt, iterations, &mut out)
+                }
                 Prf::Sha256 => {
                     pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password, &salt, iterations, &mut out)
                 }
@@ -483,7 +485,10 @@ mod tests {
                 Verified::Yes { needs_rehash: true },
                 "{phc}"
             );
-            assert_eq!(verify("wrong password").await.expect("verify"), Verified::No);
+            assert_eq!(
+                verify("wrong password").await.expect("verify"),
+                Verified::No
+            );
         }
         assert_eq!(
             h.slot(&client())

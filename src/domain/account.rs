@@ -24,16 +24,26 @@ pub struct User {
     pub email_verified_at: Option<DateTime<Utc>>,
     /// The last change of the e-mail after sign-up; `None`: as signed up.
     pub email_changed_at: Option<DateTime<Utc>>,
+    /// Set for an account imported as inactive: it keeps its data but
+    /// cannot sign in or use a session.
+    pub disabled_at: Option<DateTime<Utc>>,
 }
 
 impl User {
+    /// False for an account imported as inactive.
+    pub fn is_active(&self) -> bool {
+        self.disabled_at.is_none()
+    }
+
     /// Whether mail that resets the password or signs in (reset links,
     /// sign-in codes) may go to the user's address: a verified one, or the
-    /// one given at sign-up. An address set later by `updateProfile` (a
-    /// session is enough for that) must be verified first, or a stolen
-    /// session would turn into the account through a reset.
+    /// one given at sign-up, of an active account. An address set later by
+    /// `updateProfile` (a session is enough for that) must be verified
+    /// first, or a stolen session would turn into the account through a
+    /// reset.
     pub fn may_recover_by_email(&self) -> bool {
-        self.email.is_some()
+        self.is_active()
+            && self.email.is_some()
             && (self.email_verified_at.is_some() || self.email_changed_at.is_none())
     }
 }
@@ -84,6 +94,7 @@ mod tests {
             avatar_hash: None,
             email_verified_at: verified.then_some(now),
             email_changed_at: changed.then_some(now),
+            disabled_at: None,
         };
         assert!(user(false, false).may_recover_by_email());
         assert!(user(true, true).may_recover_by_email());

@@ -31,6 +31,9 @@ pub enum EventKind {
     EmailChanged,
     /// A request refused by a limit; aggregated per client bucket and minute.
     RateLimited,
+    /// Users taken over by `authql import` (one event per batch; the detail
+    /// gives the format and count).
+    UsersImported,
 }
 
 impl EventKind {
@@ -54,6 +57,7 @@ impl EventKind {
             EventKind::PasswordReset => "password_reset",
             EventKind::EmailChanged => "email_changed",
             EventKind::RateLimited => "rate_limited",
+            EventKind::UsersImported => "users_imported",
         }
     }
 }

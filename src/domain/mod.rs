@@ -10,6 +10,7 @@ pub mod avatar;
 pub mod client;
 pub mod cookie;
 pub mod field;
+pub mod import;
 pub mod mail;
 pub mod password;
 pub mod password_hash;

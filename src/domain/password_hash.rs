@@ -86,7 +86,10 @@ pub enum BcryptInput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredHash {
     /// `$argon2id$` or `$argon2i$`, verified by the argon2 engine as is.
-    Argon2 { phc: String, argon2i: bool },
+    Argon2 {
+        phc: String,
+        argon2i: bool,
+    },
     Pbkdf2 {
         prf: Prf,
         iterations: u32,
@@ -100,7 +103,10 @@ pub enum StoredHash {
         salt: Vec<u8>,
         hash: Vec<u8>,
     },
-    Bcrypt { mcf: String, input: BcryptInput },
+    Bcrypt {
+        mcf: String,
+        input: BcryptInput,
+    },
     Unusable,
 }
 
@@ -156,7 +162,10 @@ impl StoredHash {
             parse_pbkdf2_phc(rest)?
         } else if let Some(rest) = stored.strip_prefix("$scrypt$") {
             parse_scrypt_phc(rest)?
-        } else if ["$2a$", "$2b$", "$2y$"].iter().any(|p| stored.starts_with(p)) {
+        } else if ["$2a$", "$2b$", "$2y$"]
+            .iter()
+            .any(|p| stored.starts_with(p))
+        {
             bcrypt(stored, BcryptInput::Password)?
         } else {
             return Err(unsupported(stored));
@@ -214,7 +223,9 @@ impl StoredHash {
         if encoded.is_empty() || encoded.starts_with('!') {
             return Ok(StoredHash::Unusable);
         }
-        let (algorithm, rest) = encoded.split_once('$').ok_or_else(|| unsupported(encoded))?;
+        let (algorithm, rest) = encoded
+            .split_once('$')
+            .ok_or_else(|| unsupported(encoded))?;
         match algorithm {
             "pbkdf2_sha256" | "pbkdf2_sha1" => {
                 let prf = if algorithm == "pbkdf2_sha256" {
@@ -230,7 +241,9 @@ impl StoredHash {
                 };
                 pbkdf2(
                     prf,
-                    iterations.parse().map_err(|_| HashError::Malformed("pbkdf2"))?,
+                    iterations
+                        .parse()
+                        .map_err(|_| HashError::Malformed("pbkdf2"))?,
                     // Django's salt is text, used as its UTF-8 bytes.
                     salt.as_bytes().to_vec(),
                     decode(hash, "pbkdf2")?,
@@ -307,10 +320,16 @@ impl StoredHash {
 }
 
 fn decode(b64: &str, what: &'static str) -> Result<Vec<u8>, HashError> {
-    B64.decode(b64.trim()).map_err(|_| HashError::Malformed(what))
+    B64.decode(b64.trim())
+        .map_err(|_| HashError::Malformed(what))
 }
 
-fn pbkdf2(prf: Prf, iterations: u32, salt: Vec<u8>, hash: Vec<u8>) -> Result<StoredHash, HashError> {
+fn pbkdf2(
+    prf: Prf,
+    iterations: u32,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+) -> Result<StoredHash, HashError> {
     if salt.len() > MAX_SALT_BYTES || !(MIN_HASH_BYTES..=MAX_HASH_BYTES).contains(&hash.len()) {
         return Err(HashError::Malformed("pbkdf2"));
     }
@@ -325,19 +344,19 @@ fn pbkdf2(prf: Prf, iterations: u32, salt: Vec<u8>, hash: Vec<u8>) -> Result<Sto
     })
 }
 
-fn scrypt(log_n: u8, r: u32, p: u32, salt: Vec<u8>, hash: Vec<u8>) -> Result<StoredHash, HashError> {
+fn scrypt(
+    log_n: u8,
+    r: u32,
+    p: u32,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+) -> Result<StoredHash, HashError> {
     if salt.len() > MAX_SALT_BYTES || !(MIN_HASH_BYTES..=MAX_HASH_BYTES).contains(&hash.len()) {
         return Err(HashError::Malformed("scrypt"));
     }
     // scrypt's memory is 128 * r * N bytes; its time grows with that and p.
     let memory = 128u64 * u64::from(r) << log_n;
-    if log_n == 0
-        || log_n >= 32
-        || r == 0
-        || p == 0
-        || p > 16
-        || memory > SCRYPT_MAX_MEMORY_BYTES
-    {
+    if log_n == 0 || log_n >= 32 || r == 0 || p == 0 || p > 16 || memory > SCRYPT_MAX_MEMORY_BYTES {
         return Err(HashError::OutOfBounds("scrypt"));
     }
     Ok(StoredHash::Scrypt {
@@ -406,7 +425,11 @@ fn argon2(phc: &str) -> Result<StoredHash, HashError> {
     {
         return Err(malformed);
     }
-    if m > ARGON2_MAX_MEMORY_KIB || t == 0 || t > ARGON2_MAX_PASSES || p == 0 || p > ARGON2_MAX_LANES
+    if m > ARGON2_MAX_MEMORY_KIB
+        || t == 0
+        || t > ARGON2_MAX_PASSES
+        || p == 0
+        || p > ARGON2_MAX_LANES
     {
         return Err(HashError::OutOfBounds("argon2"));
     }
@@ -462,7 +485,13 @@ fn parse_scrypt_phc(rest: &str) -> Result<StoredHash, HashError> {
     let (Some(log_n), Some(r), Some(p)) = (log_n, r, p) else {
         return Err(malformed);
     };
-    scrypt(log_n, r, p, decode(salt, "scrypt")?, decode(hash, "scrypt")?)
+    scrypt(
+        log_n,
+        r,
+        p,
+        decode(salt, "scrypt")?,
+        decode(hash, "scrypt")?,
+    )
 }
 
 #[cfg(test)]
@@ -489,10 +518,15 @@ mod tests {
             assert_eq!(StoredHash::parse(stored), Ok(parsed));
         }
         let bcrypt_sha = StoredHash::from_django(&format!("bcrypt_sha256${BCRYPT}")).expect("b");
-        assert_eq!(bcrypt_sha.encode(), format!("$django-bcrypt-sha256{BCRYPT}"));
+        assert_eq!(
+            bcrypt_sha.encode(),
+            format!("$django-bcrypt-sha256{BCRYPT}")
+        );
         assert_eq!(StoredHash::parse(&bcrypt_sha.encode()), Ok(bcrypt_sha));
         assert_eq!(
-            StoredHash::from_django(&format!("bcrypt${BCRYPT}")).expect("b").encode(),
+            StoredHash::from_django(&format!("bcrypt${BCRYPT}"))
+                .expect("b")
+                .encode(),
             BCRYPT
         );
         let scrypt = StoredHash::from_django(
@@ -518,8 +552,14 @@ mod tests {
             reason("pbkdf2_sha256$99999999$salt$QmFzZTY0SGFzaE9mVGhpcnR5VHdvQnl0ZXMxMjM0NTY="),
             "hash_out_of_bounds"
         );
-        assert_eq!(reason("scrypt$1048576$salt$8$1$aGFzaGhhc2hoYXNoaGFzaA=="), "hash_out_of_bounds");
-        assert_eq!(reason("scrypt$1000$salt$8$1$aGFzaGhhc2hoYXNoaGFzaA=="), "malformed_hash");
+        assert_eq!(
+            reason("scrypt$1048576$salt$8$1$aGFzaGhhc2hoYXNoaGFzaA=="),
+            "hash_out_of_bounds"
+        );
+        assert_eq!(
+            reason("scrypt$1000$salt$8$1$aGFzaGhhc2hoYXNoaGFzaA=="),
+            "malformed_hash"
+        );
         assert_eq!(
             reason("bcrypt$$2b$31$KIXQJw6m8aY0ZbRpFc0ZJeQe4z8Hq3jv4Yb8bYV8c0p3vS6oU9K1e"),
             "hash_out_of_bounds"
@@ -553,8 +593,9 @@ mod tests {
             "memory" => Some("7168".to_owned()),
             _ => None,
         };
-        let argon = StoredHash::from_keycloak("argon2", 5, "c2FsdHNhbHQ=", &B64.encode([1u8; 32]), params)
-            .expect("argon2");
+        let argon =
+            StoredHash::from_keycloak("argon2", 5, "c2FsdHNhbHQ=", &B64.encode([1u8; 32]), params)
+                .expect("argon2");
         assert!(argon.is_native());
         assert!(argon.encode().starts_with("$argon2id$v=19$m=7168,t=5,p=1$"));
         assert_eq!(

@@ -266,6 +266,7 @@ mod tests {
                 avatar_hash: None,
                 email_verified_at: None,
                 email_changed_at: None,
+                disabled_at: None,
             },
             username_key: "ivan".into(),
             email_key: email.map(match_key),

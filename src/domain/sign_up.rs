@@ -171,6 +171,19 @@ impl CarForm {
 
 impl SignUpForm {
     pub fn validate(self, rules: &SignUpRules) -> Result<NewUser, Vec<FieldError>> {
+        self.check(rules, true)
+    }
+
+    /// Every rule but the password's: an imported account brings a hash,
+    /// and no password to check (`authql import`).
+    pub fn validate_without_password(
+        self,
+        rules: &SignUpRules,
+    ) -> Result<NewUser, Vec<FieldError>> {
+        self.check(rules, false)
+    }
+
+    fn check(self, rules: &SignUpRules, with_password: bool) -> Result<NewUser, Vec<FieldError>> {
         let mut problems = Problems::default();
         let username = check_username(&self.username, &mut problems);
         let email =
@@ -192,11 +205,13 @@ impl SignUpForm {
         .flatten()
         .chain(rules.context_words.iter().map(String::as_str))
         .collect();
-        for (code, message) in rules
-            .password_policy
-            .check(self.password.expose(), &attributes)
-        {
-            problems.add("password", code, message);
+        if with_password {
+            for (code, message) in rules
+                .password_policy
+                .check(self.password.expose(), &attributes)
+            {
+                problems.add("password", code, message);
+            }
         }
 
         let cars = check_cars(self.cars.unwrap_or_default(), &mut problems);

@@ -274,12 +274,15 @@ impl AccountService {
                 Verified::No
             }
         };
-        let (Verified::Yes { needs_rehash }, Some(credentials)) = (verified, found.as_ref()) else {
+        let active = found.as_ref().is_some_and(|c| c.user.is_active());
+        let (Verified::Yes { needs_rehash }, Some(credentials), true) =
+            (verified, found.as_ref(), active)
+        else {
             let user_id = found.as_ref().map(|c| c.user.id);
-            let reason = if user_id.is_some() {
-                "wrong password"
-            } else {
-                "unknown login"
+            let reason = match (user_id, verified) {
+                (None, _) => "unknown login",
+                (Some(_), Verified::Yes { .. }) => "account inactive",
+                (Some(_), Verified::No) => "wrong password",
             };
             self.metrics.sign_in(false);
             tracing::info!(user_id, reason, "sign-in refused");
@@ -370,6 +373,7 @@ impl AccountService {
             .store
             .session_user(user_id, &session_id, now, false)
             .await?
+            .filter(|(user, _)| user.is_active())
             .ok_or(AuthError::InvalidRefreshToken)?;
         Ok(SignedIn {
             access_token: self.access_token(user_id, &session_id)?,
@@ -437,6 +441,7 @@ impl AccountService {
         self.store
             .session_user(user_id, session_id, issued_at, with_cars)
             .await?
+            .filter(|(user, _)| user.is_active())
             .ok_or(AuthError::Unauthenticated)
     }
 

@@ -12,6 +12,7 @@ pub mod mail;
 mod postgres;
 mod rows;
 mod sqlite;
+pub mod transfer;
 mod types;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub use accounts::{AccountStore, Actor, CarAdded, PasswordChange};
 pub use mail::{MailBacklog, MailStore, MailToken, NewMailToken, QueuedMail};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use transfer::{ExportedUser, TransferStore};
 pub(crate) use types::{SessionId, Timestamp};
 
 /// What storage reports. Services turn `Conflict` into the field errors it
@@ -106,11 +108,12 @@ pub(crate) use no_car_columns;
 macro_rules! user_columns {
     () => {
         "u.id, u.username, u.email, u.phone, u.name, u.surname, u.second_name, u.created_at,
-         u.updated_at, u.avatar_hash, u.email_verified_at, u.email_changed_at"
+         u.updated_at, u.avatar_hash, u.email_verified_at, u.email_changed_at, u.disabled_at"
     };
 }
 pub(crate) use accounts::account_store;
 pub(crate) use mail::mail_store;
+pub(crate) use transfer::transfer_store;
 pub(crate) use user_columns;
 
 /// A user with the stored PHC string, for sign-in only.
@@ -251,7 +254,7 @@ pub struct CleanupCutoffs {
 }
 
 #[async_trait]
-pub trait Store: AccountStore + MailStore + Send + Sync + 'static {
+pub trait Store: AccountStore + MailStore + TransferStore + Send + Sync + 'static {
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     async fn migrate(&self) -> Result<(), StoreError>;

@@ -59,10 +59,39 @@ fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
 super::account_store!(PostgresStore, PgConnection);
 // Instances claim different rows at once instead of waiting on each other.
 super::mail_store!(PostgresStore, PgConnection, "FOR UPDATE SKIP LOCKED");
+super::transfer_store!(
+    PostgresStore,
+    Postgres,
+    " OVERRIDING SYSTEM VALUE",
+    "nextval(pg_get_serial_sequence('users', 'id'))",
+    "nextval(pg_get_serial_sequence('cars', 'id'))"
+);
 
 impl PostgresStore {
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// Moves the identity sequences past ids a batch brings (an export's),
+    /// before it inserts them, so a sign-up on a serving instance meanwhile
+    /// never draws one of them. Sequences only move forward.
+    async fn advance_ids(
+        tx: &mut PgConnection,
+        max_user_id: Option<i64>,
+        max_car_id: Option<i64>,
+    ) -> Result<(), StoreError> {
+        for (table, max) in [("users", max_user_id), ("cars", max_car_id)] {
+            let Some(max) = max else { continue };
+            sqlx::query(
+                "SELECT setval(s, GREATEST($2, COALESCE(pg_sequence_last_value(s), 1)))
+                 FROM (SELECT pg_get_serial_sequence($1, 'id')::regclass AS s) q",
+            )
+            .bind(table)
+            .bind(max)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Commits are durable on PostgreSQL already.
@@ -256,6 +285,7 @@ impl Store for PostgresStore {
             avatar_hash: None,
             email_verified_at: None,
             email_changed_at: None,
+            disabled_at: None,
         };
         Ok((record, cars_in_order(id, user, car_ids)))
     }

@@ -26,6 +26,13 @@ pub(crate) struct UserRow {
     avatar_hash: Option<String>,
     email_verified_at: Option<Timestamp>,
     email_changed_at: Option<Timestamp>,
+    disabled_at: Option<Timestamp>,
+}
+
+impl UserRow {
+    pub(crate) fn id(&self) -> i64 {
+        self.id
+    }
 }
 
 impl From<UserRow> for User {
@@ -43,6 +50,7 @@ impl From<UserRow> for User {
             avatar_hash: r.avatar_hash,
             email_verified_at: r.email_verified_at.map(|t| t.0),
             email_changed_at: r.email_changed_at.map(|t| t.0),
+            disabled_at: r.disabled_at.map(|t| t.0),
         }
     }
 }

@@ -122,12 +122,24 @@ fn create_private(file: &Path) -> anyhow::Result<()> {
 super::account_store!(SqliteStore, SqliteConnection);
 // SQLite: BEGIN IMMEDIATE lets one claim in at a time; no row locks.
 super::mail_store!(SqliteStore, SqliteConnection, "");
+// SQLite assigns an INTEGER PRIMARY KEY given NULL, and an AUTOINCREMENT
+// table never reuses an id below one inserted explicitly.
+super::transfer_store!(SqliteStore, Sqlite, "", "NULL", "NULL");
 
 impl SqliteStore {
     /// A transaction that holds SQLite's write lock from its first
     /// statement (so reads inside it decide what it writes).
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Nothing to do: see the `transfer_store!` line above.
+    async fn advance_ids(
+        _tx: &mut SqliteConnection,
+        _max_user_id: Option<i64>,
+        _max_car_id: Option<i64>,
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// The barrier after revocations ([`make_durable`]).
@@ -368,6 +380,7 @@ impl Store for SqliteStore {
             avatar_hash: None,
             email_verified_at: None,
             email_changed_at: None,
+            disabled_at: None,
         };
         Ok((record, cars_in_order(id, user, car_ids)))
     }
