@@ -81,7 +81,7 @@ pub enum OnConflict {
 #[derive(Debug, Clone, Args)]
 pub struct ImportConfig {
     /// Format of FILE.
-    #[arg(long, ignore_case = true)]
+    #[arg(long = "format", id = "import_format", ignore_case = true)]
     pub format: ImportFormat,
     /// The file to read; `-` reads standard input.
     pub file: std::path::PathBuf,
@@ -860,6 +860,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// clap's own checks of every subcommand (unique names, valid defaults),
+    /// which otherwise panic only when that subcommand is run.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn cookie_settings_that_cannot_work_are_refused() {

@@ -59,12 +59,19 @@ impl Skip {
     }
 
     fn from_fields(errors: &[FieldError]) -> Self {
-        let reason = match errors.first().map(|e| e.field.as_str()) {
-            Some("username") => "invalid_username",
-            Some("email") => "invalid_email",
-            Some("phone") => "invalid_phone",
-            Some("name" | "surname" | "secondName") => "invalid_name",
-            _ => "invalid_car",
+        // The e-mail first: where a username is made from it (Supabase),
+        // the address is what is wrong.
+        let broken = |fields: &[&str]| errors.iter().any(|e| fields.contains(&e.field.as_str()));
+        let reason = if broken(&["email"]) {
+            "invalid_email"
+        } else if broken(&["username"]) {
+            "invalid_username"
+        } else if broken(&["phone"]) {
+            "invalid_phone"
+        } else if broken(&["name", "surname", "secondName"]) {
+            "invalid_name"
+        } else {
+            "invalid_car"
         };
         let detail = errors
             .iter()

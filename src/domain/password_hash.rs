@@ -355,8 +355,11 @@ fn scrypt(
         return Err(HashError::Malformed("scrypt"));
     }
     // scrypt's memory is 128 * r * N bytes; its time grows with that and p.
-    let memory = 128u64 * u64::from(r) << log_n;
-    if log_n == 0 || log_n >= 32 || r == 0 || p == 0 || p > 16 || memory > SCRYPT_MAX_MEMORY_BYTES {
+    let memory = (1..32)
+        .contains(&log_n)
+        .then(|| u64::from(r).checked_mul(128)?.checked_mul(1 << log_n))
+        .flatten();
+    if memory.is_none_or(|m| m > SCRYPT_MAX_MEMORY_BYTES) || r == 0 || p == 0 || p > 16 {
         return Err(HashError::OutOfBounds("scrypt"));
     }
     Ok(StoredHash::Scrypt {

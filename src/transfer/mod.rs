@@ -165,9 +165,14 @@ pub async fn import(config: ImportConfig, store: Arc<dyn Store>) -> anyhow::Resu
     drop(batches);
     progress.finish();
     report.flush()?;
-    let read_result = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?;
+    // An interrupted reader may be blocked on its input (a pipe nobody
+    // writes to): leave it to the process's exit.
+    let read_result = match ended {
+        Ended::Interrupted => Ok(()),
+        _ => reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?,
+    };
     print_summary(&config, &counts, ended);
     read_result.map(|()| ended)
 }
@@ -228,15 +233,13 @@ async fn import_batch(
     seen: &mut Seen,
 ) -> anyhow::Result<BatchOutcome> {
     let now = Utc::now();
-    let mut outcome = BatchOutcome {
-        read: records.len() as u64,
-        ..BatchOutcome::default()
-    };
+    let lines: Vec<u64> = records.iter().map(|r| r.line).collect();
+    let mut invalid = Vec::new();
     let mut valid: Vec<(u64, String, ImportedUser)> = Vec::with_capacity(records.len());
     for record in records {
         match record.account.and_then(|a| a.validate(rules, now)) {
             Ok(user) => valid.push((record.line, record.key, user)),
-            Err(skip) => outcome.skipped.push((record.line, record.key, skip)),
+            Err(skip) => invalid.push((record.line, record.key, skip)),
         }
     }
     let users: Vec<ImportedUser> = valid.iter().map(|(_, _, u)| u.clone()).collect();
@@ -246,18 +249,18 @@ async fn import_batch(
         // A dry run writes nothing, so what it took must be remembered; a
         // real run finds its earlier batches in the database.
         let mut fresh = Seen::default();
-        let decisions = plan_batch(
-            &users,
-            &existing,
-            if config.dry_run {
-                &mut *seen
-            } else {
-                &mut fresh
-            },
-        );
+        let seen = if config.dry_run {
+            &mut *seen
+        } else {
+            &mut fresh
+        };
+        let decisions = plan_batch(&users, &existing, seen);
+        let mut outcome = BatchOutcome {
+            skipped: invalid.clone(),
+            ..BatchOutcome::default()
+        };
         let mut take = Vec::new();
-        let mut skipped = Vec::new();
-        let mut conflict = false;
+        let mut stop_at = None;
         for ((line, key, user), decision) in valid.iter().zip(decisions) {
             match decision {
                 Ok(()) => take.push(user),
@@ -265,18 +268,22 @@ async fn import_batch(
                 Err(skip) => {
                     let stop =
                         config.on_conflict == OnConflict::Fail && CONFLICTS.contains(&skip.reason);
-                    skipped.push((*line, key.clone(), skip));
+                    outcome.skipped.push((*line, key.clone(), skip));
                     if stop {
-                        conflict = true;
+                        stop_at = Some(*line);
                         break;
                     }
                 }
             }
         }
+        outcome.skipped.sort_by_key(|(line, _, _)| *line);
+        // What lies past a conflict that stops the run is not taken up.
+        let last = stop_at.unwrap_or(u64::MAX);
+        outcome.skipped.retain(|(line, _, _)| *line <= last);
+        outcome.read = lines.iter().filter(|l| **l <= last).count() as u64;
+        outcome.conflict = stop_at.is_some();
+        outcome.imported = take.len() as u64;
         if config.dry_run || take.is_empty() {
-            outcome.imported = take.len() as u64;
-            outcome.skipped.extend(skipped);
-            outcome.conflict = conflict;
             return Ok(outcome);
         }
         match store.import_users(&take).await {
@@ -291,17 +298,11 @@ async fn import_batch(
                         detail: Some(detail),
                     })
                     .await?;
-                outcome.imported = take.len() as u64;
-                outcome.skipped.extend(skipped);
-                outcome.conflict = conflict;
                 return Ok(outcome);
             }
             // A sign-up took a key between the look-up and the write:
             // decide again.
-            Err(StoreError::Conflict) => {
-                outcome.already = 0;
-                continue;
-            }
+            Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e.into()),
         }
     }

@@ -320,9 +320,11 @@ fn supabase(
     };
     let mut row = csv::StringRecord::new();
     loop {
+        // Where the next record starts (its own position is where it ends).
+        let line = csv.position().line();
         let record = match csv.read_record(&mut row) {
             Ok(false) => return Ok(()),
-            Ok(true) => supabase_record(&row, &columns, Utc::now()),
+            Ok(true) => supabase_record(&row, line, &columns, Utc::now()),
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
                 if !matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) {
@@ -352,6 +354,7 @@ struct SupabaseColumns {
 
 fn supabase_record(
     row: &csv::StringRecord,
+    line: u64,
     c: &SupabaseColumns,
     now: DateTime<Utc>,
 ) -> SourceRecord {
@@ -360,7 +363,6 @@ fn supabase_record(
             .map(str::trim)
             .filter(|s| !s.is_empty())
     };
-    let line = row.position().map_or(0, |p| p.line());
     let email = get(Some(c.email)).map(str::to_owned);
     // Supabase keeps E.164 numbers without their `+`.
     let phone = get(c.phone).map(|p| {
@@ -487,6 +489,6 @@ mod tests {
             Some(Ok(StoredHash::Bcrypt { .. }))
         ));
         assert_eq!(records[1].key, "2f");
-        assert_eq!(records[1].line, 3);
+        assert_eq!((records[0].line, records[1].line), (2, 3));
     }
 }

@@ -9,6 +9,7 @@ mod fuzz;
 mod graphiql;
 mod helpers;
 mod http;
+mod import;
 mod limits;
 mod mail;
 mod multi_instance;
