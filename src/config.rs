@@ -94,8 +94,9 @@ pub struct ImportConfig {
     pub dry_run: bool,
     #[arg(long, default_value = "skip", ignore_case = true)]
     pub on_conflict: OnConflict,
-    /// Users written per transaction.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    /// Users written per transaction (at most 2000: a batch is one
+    /// statement of 15 parameters a user).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub batch_size: u32,
     /// Django only: the user model's label in the dump (others are skipped).
     #[arg(long, default_value = "auth.user")]

@@ -109,6 +109,9 @@ macro_rules! transfer_store {
                 users: &[&$crate::domain::import::ImportedUser],
             ) -> Result<Vec<i64>, $crate::storage::StoreError> {
                 use $crate::storage::Timestamp;
+                if users.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let mut tx = self.write_tx().await?;
                 let max = |ids: &mut dyn Iterator<Item = i64>| ids.max();
                 Self::advance_ids(
@@ -117,67 +120,91 @@ macro_rules! transfer_store {
                     max(&mut users.iter().flat_map(|u| u.car_ids.iter().flatten().copied())),
                 )
                 .await?;
-                let mut ids = Vec::with_capacity(users.len());
-                for imported in users {
+                // Multi-row inserts: three round trips a batch, not three a
+                // user. The ids come back by username key (RETURNING
+                // promises no order).
+                let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO users (id, username, username_key, email, email_key, phone,
+                         name, surname, second_name, password_hash, created_at, updated_at,
+                         email_verified_at, email_changed_at, disabled_at)",
+                );
+                insert.push($overriding).push(" ");
+                insert.push_values(users, |mut row, imported| {
                     let user = &imported.user;
-                    let id: i64 = sqlx::query_scalar(concat!(
-                        "INSERT INTO users (id, username, username_key, email, email_key, phone,
-                             name, surname, second_name, password_hash, created_at, updated_at,
-                             email_verified_at, email_changed_at, disabled_at)",
-                        $overriding,
-                        " VALUES (COALESCE($1, ",
-                        $next_user_id,
-                        "), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-                         RETURNING id"
-                    ))
-                    .bind(imported.id)
-                    .bind(&user.username)
-                    .bind(&user.username_key)
-                    .bind(&user.email)
-                    .bind(&user.email_key)
-                    .bind(&user.phone)
-                    .bind(&user.name)
-                    .bind(&user.surname)
-                    .bind(&user.second_name)
-                    .bind(&imported.password_hash)
-                    .bind(Timestamp(imported.created_at))
-                    .bind(Timestamp(imported.updated_at))
-                    .bind(imported.email_verified_at.map(Timestamp))
-                    .bind(imported.email_changed_at.map(Timestamp))
-                    .bind(imported.disabled_at.map(Timestamp))
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    for key in user.login_keys() {
-                        sqlx::query("INSERT INTO login_keys (key, user_id) VALUES ($1, $2)")
-                            .bind(key)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    for (position, (car, car_id)) in
-                        user.cars.iter().zip(&imported.car_ids).enumerate()
-                    {
-                        sqlx::query(concat!(
-                            "INSERT INTO cars (id, user_id, position, brand, model, year, color,
-                                 license_plate, vin)",
-                            $overriding,
-                            " VALUES (COALESCE($1, ",
-                            $next_car_id,
-                            "), $2, $3, $4, $5, $6, $7, $8, $9)"
-                        ))
-                        .bind(*car_id)
-                        .bind(id)
-                        .bind(i32::try_from(position).unwrap_or(i32::MAX))
-                        .bind(&car.brand)
-                        .bind(&car.model)
-                        .bind(car.year)
-                        .bind(&car.color)
-                        .bind(&car.license_plate)
-                        .bind(&car.vin)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    ids.push(id);
+                    row.push("COALESCE(")
+                        .push_bind_unseparated(imported.id)
+                        .push_unseparated(concat!(", ", $next_user_id, ")"))
+                        .push_bind(&user.username)
+                        .push_bind(&user.username_key)
+                        .push_bind(&user.email)
+                        .push_bind(&user.email_key)
+                        .push_bind(&user.phone)
+                        .push_bind(&user.name)
+                        .push_bind(&user.surname)
+                        .push_bind(&user.second_name)
+                        .push_bind(&imported.password_hash)
+                        .push_bind(Timestamp(imported.created_at))
+                        .push_bind(Timestamp(imported.updated_at))
+                        .push_bind(imported.email_verified_at.map(Timestamp))
+                        .push_bind(imported.email_changed_at.map(Timestamp))
+                        .push_bind(imported.disabled_at.map(Timestamp));
+                });
+                insert.push(" RETURNING username_key, id");
+                let returned: std::collections::HashMap<String, i64> = insert
+                    .build_query_as::<(String, i64)>()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect();
+                let ids = users
+                    .iter()
+                    .map(|u| {
+                        returned.get(&u.user.username_key).copied().ok_or_else(|| {
+                            $crate::storage::StoreError::Corrupt("an imported user has no id".into())
+                        })
+                    })
+                    .collect::<Result<Vec<i64>, _>>()?;
+                let keys: Vec<(&str, i64)> = users
+                    .iter()
+                    .zip(&ids)
+                    .flat_map(|(u, id)| u.user.login_keys().into_iter().map(move |k| (k, *id)))
+                    .collect();
+                let mut insert =
+                    sqlx::QueryBuilder::<$db>::new("INSERT INTO login_keys (key, user_id) ");
+                insert.push_values(&keys, |mut row, (key, id)| {
+                    row.push_bind(*key).push_bind(*id);
+                });
+                insert.build().execute(&mut *tx).await?;
+                let cars: Vec<_> = users
+                    .iter()
+                    .zip(&ids)
+                    .flat_map(|(u, id)| {
+                        u.user.cars.iter().zip(&u.car_ids).enumerate().map(move |(position, (car, car_id))| {
+                            (*id, i32::try_from(position).unwrap_or(i32::MAX), car, *car_id)
+                        })
+                    })
+                    .collect();
+                // Nine parameters a car: well inside both backends' limits.
+                for chunk in cars.chunks(1000) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO cars (id, user_id, position, brand, model, year, color,
+                             license_plate, vin)",
+                    );
+                    insert.push($overriding).push(" ");
+                    insert.push_values(chunk, |mut row, (user_id, position, car, car_id)| {
+                        row.push("COALESCE(")
+                            .push_bind_unseparated(*car_id)
+                            .push_unseparated(concat!(", ", $next_car_id, ")"))
+                            .push_bind(*user_id)
+                            .push_bind(*position)
+                            .push_bind(&car.brand)
+                            .push_bind(&car.model)
+                            .push_bind(car.year)
+                            .push_bind(&car.color)
+                            .push_bind(&car.license_plate)
+                            .push_bind(&car.vin);
+                    });
+                    insert.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 self.durable().await?;
