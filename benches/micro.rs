@@ -124,5 +124,72 @@ fn micro(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, micro);
+/// What one sign-in attempt costs against an imported hash, beside the
+/// argon2id verify every other attempt costs (SECURITY.md, "Timing").
+fn imported_hashes(c: &mut Criterion) {
+    use authql::auth::password::PasswordHasher;
+    use authql::domain::password_hash::{Prf, StoredHash};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let config = ServeConfig::defaults();
+    let hasher = PasswordHasher::new(
+        &config.passwords,
+        std::sync::Arc::new(authql::metrics::Metrics::new()),
+    )
+    .expect("hasher");
+    let client = Client::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 64);
+    let password = Password::new("correct horse battery staple");
+    let pbkdf2 = |prf, iterations| {
+        let mut hash = vec![0u8; 32];
+        match prf {
+            Prf::Sha256 => pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
+                password.expose().as_bytes(),
+                b"saltsaltsalt",
+                iterations,
+                &mut hash,
+            ),
+            _ => unreachable!("only sha256 here"),
+        }
+        StoredHash::Pbkdf2 {
+            prf,
+            iterations,
+            salt: b"saltsaltsalt".to_vec(),
+            hash,
+        }
+        .encode()
+    };
+    let cases = [
+        (
+            "argon2id m=19456 t=2 (authql's own)",
+            rt.block_on(hasher.hash(&password, &client)).expect("hash"),
+        ),
+        (
+            "bcrypt cost 10 (Supabase)",
+            bcrypt::hash(password.expose(), 10).expect("bcrypt"),
+        ),
+        (
+            "pbkdf2-sha256 27,500 (older Keycloak)",
+            pbkdf2(Prf::Sha256, 27_500),
+        ),
+        (
+            "pbkdf2-sha256 1,000,000 (Django 5.2)",
+            pbkdf2(Prf::Sha256, 1_000_000),
+        ),
+    ];
+    let mut group = c.benchmark_group("verify");
+    group.sample_size(10);
+    for (name, stored) in &cases {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let slot = hasher.slot(&client).expect("slot");
+                rt.block_on(slot.verify(&password, stored)).expect("verify")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, micro, imported_hashes);
 criterion_main!(benches);
