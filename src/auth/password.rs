@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq as _;
 
 use super::queue::{FairQueue, Full};
 use crate::config::PasswordConfig;
-use crate::domain::password_hash::{BcryptInput, Prf, StoredHash};
+use crate::domain::password_hash::{BcryptInput, Prf, StoredHash, UNUSABLE};
 use crate::domain::{Client, Password};
 use crate::error::AuthError;
 use crate::metrics::Metrics;
@@ -169,7 +169,14 @@ fn verify_argon2(
     };
     let stored = argon2_rust::decode_string(phc, algorithm)
         .map_err(|e| internal("stored hash unreadable", e))?;
-    let stored_params = stored.params;
+    // One thread per verify whatever the lanes: the hashing threads are
+    // the budget (threads do not change the tag).
+    let stored_params = stored
+        .params
+        .to_builder()
+        .threads(1)
+        .build()
+        .map_err(|e| internal("stored argon2 parameters", e))?;
     match Argon2::new(stored.algorithm, stored.version, stored_params).verify(
         password,
         &stored.salt,
@@ -295,15 +302,25 @@ impl HashSlot<'_> {
     }
 
     pub async fn verify(self, password: &Password, phc: &str) -> Result<Verified, AuthError> {
-        let (argon2, password, phc) = (self.hasher.argon2, password.clone(), phc.to_owned());
-        self.run(move || verify_stored(&argon2, password.expose().as_bytes(), &phc))
-            .await
+        // An unusable password costs what an unknown login costs (one
+        // argon2id verify of the dummy hash), so such accounts do not stand
+        // out by answering at once; it never matches.
+        let unusable = StoredHash::parse(phc) == Ok(StoredHash::Unusable);
+        let phc = if unusable {
+            self.hasher.dummy_hash.clone()
+        } else {
+            phc.to_owned()
+        };
+        let (argon2, password) = (self.hasher.argon2, password.clone());
+        let verified = self
+            .run(move || verify_stored(&argon2, password.expose().as_bytes(), &phc))
+            .await?;
+        Ok(if unusable { Verified::No } else { verified })
     }
 
     /// Spends the time of one verification, for a login that does not exist.
     pub async fn verify_dummy(self, password: &Password) -> Result<(), AuthError> {
-        let dummy = self.hasher.dummy_hash.clone();
-        self.verify(password, &dummy).await.map(|_| ())
+        self.verify(password, UNUSABLE).await.map(|_| ())
     }
 
     /// Runs `work` on a hashing thread, recording how long it queued. A job

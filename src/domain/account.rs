@@ -104,5 +104,11 @@ mod tests {
             ..user(false, true)
         };
         assert!(!without.may_recover_by_email());
+        // A sign-up address, but an account imported as inactive.
+        let inactive = User {
+            disabled_at: Some(now),
+            ..user(false, false)
+        };
+        assert!(!inactive.is_active() && !inactive.may_recover_by_email());
     }
 }

@@ -13,6 +13,9 @@ use chrono::{DateTime, Utc};
 use super::password_hash::{HashError, StoredHash};
 use super::{CarForm, FieldError, NewUser, Password, SignUpForm, SignUpRules};
 
+/// The largest id an import takes (2^53: exact in a JavaScript number).
+pub const MAX_IMPORTED_ID: i64 = 1 << 53;
+
 /// One account as a source system describes it.
 #[derive(Debug, Clone, Default)]
 pub struct SourceAccount {
@@ -100,6 +103,21 @@ impl SourceAccount {
     /// authql's rules, as sign-up applies them, but the password's. `now`
     /// stands in for a creation time the source does not give.
     pub fn validate(self, rules: &SignUpRules, now: DateTime<Utc>) -> Result<ImportedUser, Skip> {
+        // Ids a database and a JavaScript client both hold exactly, and
+        // that leave the id sequences room to go on.
+        let ids = self
+            .id
+            .into_iter()
+            .chain(self.cars.iter().filter_map(|c| c.id));
+        if let Some(id) = ids
+            .into_iter()
+            .find(|id| !(1..=MAX_IMPORTED_ID).contains(id))
+        {
+            return Err(Skip::new(
+                "malformed",
+                format!("id {id} is not from 1 to 2^53"),
+            ));
+        }
         let password_hash = match self.password_hash {
             None => StoredHash::Unusable,
             Some(Ok(hash)) => hash,
@@ -127,7 +145,7 @@ impl SourceAccount {
             car_ids,
             password_hash: password_hash.encode(),
             created_at,
-            updated_at: self.updated_at.unwrap_or(created_at).max(created_at),
+            updated_at: self.updated_at.unwrap_or(created_at),
             email_verified_at: self.email_verified_at.filter(|_| has_email),
             email_changed_at: self.email_changed_at.filter(|_| has_email),
             disabled_at: self.disabled_at,
@@ -165,7 +183,8 @@ pub struct Existing {
 /// database does not show yet (a dry run writes nothing).
 #[derive(Debug, Default)]
 pub struct Seen {
-    login_keys: HashSet<String>,
+    /// Each key with the identity of the record that took it.
+    login_keys: HashMap<String, Owner>,
     user_ids: HashSet<i64>,
     car_ids: HashSet<i64>,
 }
@@ -187,13 +206,17 @@ pub fn plan_batch(
     users
         .iter()
         .map(|u| {
-            let key_taken =
-                |key: &str| existing.login_keys.contains_key(key) || seen.login_keys.contains(key);
-            if existing
+            let key_taken = |key: &str| {
+                existing.login_keys.contains_key(key) || seen.login_keys.contains_key(key)
+            };
+            // The same record again, in the database (a resumed run) or
+            // earlier in this run (a file that repeats it): a dry run and a
+            // real one decide alike.
+            let owner = existing
                 .login_keys
                 .get(&u.user.username_key)
-                .is_some_and(|owner| owner.is(u))
-            {
+                .or_else(|| seen.login_keys.get(&u.user.username_key));
+            if owner.is_some_and(|owner| owner.is(u)) {
                 return Err(Skip::new(ALREADY_IMPORTED, "imported before"));
             }
             if key_taken(&u.user.username_key) {
@@ -223,8 +246,17 @@ pub fn plan_batch(
                     return Err(Skip::new("id_taken", format!("car id {id} is taken")));
                 }
             }
-            seen.login_keys
-                .extend(u.user.login_keys().into_iter().map(str::to_owned));
+            let owner = Owner {
+                username_key: u.user.username_key.clone(),
+                email_key: u.user.email_key.clone(),
+                created_at: u.created_at,
+            };
+            seen.login_keys.extend(
+                u.user
+                    .login_keys()
+                    .into_iter()
+                    .map(|k| (k.to_owned(), owner.clone())),
+            );
             seen.user_ids.extend(u.id);
             seen.car_ids.extend(own);
             Ok(())

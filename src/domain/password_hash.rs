@@ -36,10 +36,15 @@ const B64: GeneralPurpose = GeneralPurpose::new(
 /// The stored form of a password that can never match.
 pub const UNUSABLE: &str = "!";
 
-/// Bounds on imported hashes' costs (README, "Moving in").
-pub const PBKDF2_MAX_ITERATIONS: u32 = 10_000_000;
+/// Bounds on imported hashes' costs (README, "Moving in"), so that one
+/// sign-in against any stored hash takes at most about a second of one
+/// hashing thread and 256 MiB.
+/// pbkdf2: iterations times output blocks (one block per digest length).
+pub const PBKDF2_MAX_WORK: u64 = 2_000_000;
+/// scrypt: memory (128 * r * N bytes), and memory times p.
 pub const SCRYPT_MAX_MEMORY_BYTES: u64 = 256 << 20;
-pub const BCRYPT_MAX_COST: u32 = 16;
+pub const SCRYPT_MAX_WORK_BYTES: u64 = 256 << 20;
+pub const BCRYPT_MAX_COST: u32 = 13;
 pub const ARGON2_MAX_MEMORY_KIB: u32 = 256 << 10;
 pub const ARGON2_MAX_PASSES: u32 = 16;
 pub const ARGON2_MAX_LANES: u32 = 16;
@@ -132,19 +137,18 @@ impl HashError {
     }
 }
 
-fn unsupported(prefix: &str) -> HashError {
-    // Only the algorithm name, never hash material, goes into a report.
-    let name: String = prefix
-        .trim_start_matches('$')
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
-        .take(32)
-        .collect();
-    HashError::Unsupported(if name.is_empty() {
-        String::new()
-    } else {
-        format!(" ({name})")
-    })
+fn unsupported(value: &str) -> HashError {
+    // Only an algorithm's name, never hash material, goes into a report:
+    // the text before a `$`, if it looks like a name; a value without one
+    // (an unsalted MD5 hex, a plaintext password) is not named at all.
+    let value = value.strip_prefix('$').unwrap_or(value);
+    let name = value.split_once('$').map(|(name, _)| name).filter(|name| {
+        (1..=32).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    });
+    HashError::Unsupported(name.map(|n| format!(" ({n})")).unwrap_or_default())
 }
 
 impl StoredHash {
@@ -271,7 +275,7 @@ impl StoredHash {
                     decode(hash, "scrypt")?,
                 )
             }
-            _ => Err(unsupported(algorithm)),
+            _ => Err(unsupported(encoded)),
         }
     }
 
@@ -303,7 +307,7 @@ impl StoredHash {
                     Some(_) => return Err(HashError::Malformed("argon2")),
                 };
                 if variant != "id" && variant != "i" {
-                    return Err(unsupported(&format!("argon2{variant}")));
+                    return Err(unsupported(&format!("argon2{variant}$")));
                 }
                 let phc = format!(
                     "$argon2{variant}$v={version}$m={},t={iterations},p={}${}${}",
@@ -314,7 +318,7 @@ impl StoredHash {
                 );
                 argon2(&phc)
             }
-            other => Err(unsupported(other)),
+            other => Err(unsupported(&format!("{other}$"))),
         }
     }
 }
@@ -333,7 +337,13 @@ fn pbkdf2(
     if salt.len() > MAX_SALT_BYTES || !(MIN_HASH_BYTES..=MAX_HASH_BYTES).contains(&hash.len()) {
         return Err(HashError::Malformed("pbkdf2"));
     }
-    if iterations == 0 || iterations > PBKDF2_MAX_ITERATIONS {
+    let digest = match prf {
+        Prf::Sha1 => 20,
+        Prf::Sha256 => 32,
+        Prf::Sha512 => 64,
+    };
+    let blocks = hash.len().div_ceil(digest) as u64;
+    if iterations == 0 || u64::from(iterations) * blocks > PBKDF2_MAX_WORK {
         return Err(HashError::OutOfBounds("pbkdf2"));
     }
     Ok(StoredHash::Pbkdf2 {
@@ -359,7 +369,11 @@ fn scrypt(
         .contains(&log_n)
         .then(|| u64::from(r).checked_mul(128)?.checked_mul(1 << log_n))
         .flatten();
-    if memory.is_none_or(|m| m > SCRYPT_MAX_MEMORY_BYTES) || r == 0 || p == 0 || p > 16 {
+    if memory.is_none_or(|m| {
+        m > SCRYPT_MAX_MEMORY_BYTES || m.saturating_mul(u64::from(p)) > SCRYPT_MAX_WORK_BYTES
+    }) || r == 0
+        || p == 0
+    {
         return Err(HashError::OutOfBounds("scrypt"));
     }
     Ok(StoredHash::Scrypt {
@@ -404,6 +418,11 @@ fn argon2(phc: &str) -> Result<StoredHash, HashError> {
     let ["", variant, version, params, salt, hash] = parts[..] else {
         return Err(malformed);
     };
+    let algorithm = match variant {
+        "argon2id" => argon2_rust::Algorithm::Argon2id,
+        "argon2i" => argon2_rust::Algorithm::Argon2i,
+        _ => return Err(unsupported(&format!("{variant}$"))),
+    };
     if !matches!(version, "v=19" | "v=16") {
         return Err(malformed);
     }
@@ -436,6 +455,9 @@ fn argon2(phc: &str) -> Result<StoredHash, HashError> {
     {
         return Err(HashError::OutOfBounds("argon2"));
     }
+    // What the engine reads at sign-in must read now (parameter order,
+    // minimum memory per lane), or the account could never sign in.
+    argon2_rust::decode_string(phc, algorithm).map_err(|_| HashError::Malformed("argon2"))?;
     Ok(StoredHash::Argon2 {
         phc: phc.to_owned(),
         argon2i: variant == "argon2i",
@@ -555,6 +577,25 @@ mod tests {
             reason("pbkdf2_sha256$99999999$salt$QmFzZTY0SGFzaE9mVGhpcnR5VHdvQnl0ZXMxMjM0NTY="),
             "hash_out_of_bounds"
         );
+        // Work counts output blocks: 128 bytes of sha1 are 7 of them.
+        let long = B64.encode([0u8; 128]);
+        assert_eq!(
+            StoredHash::parse(&format!("$pbkdf2-sha1$i=1000000,l=128$c2FsdA${long}"))
+                .map_err(|e| e.reason()),
+            Err("hash_out_of_bounds")
+        );
+        assert_eq!(
+            reason("argon2$argon2d$v=19$m=65536,t=2,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"),
+            "unsupported_hash"
+        );
+        assert_eq!(
+            reason("argon2$argon2id$v=19$t=2,m=65536,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"),
+            "malformed_hash",
+            "the engine reads m, t, p in that order"
+        );
+        // No name without a `$`: a bare MD5 hex or a plaintext stays out.
+        let bare = StoredHash::from_django("5f4dcc3b5aa765d61d8327deb882cf99").expect_err("md5");
+        assert_eq!(bare.to_string(), "unsupported password hash format");
         assert_eq!(
             reason("scrypt$1048576$salt$8$1$aGFzaGhhc2hoYXNoaGFzaA=="),
             "hash_out_of_bounds"

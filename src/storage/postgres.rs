@@ -73,8 +73,10 @@ impl PostgresStore {
     }
 
     /// Moves the identity sequences past ids a batch brings (an export's),
-    /// before it inserts them, so a sign-up on a serving instance meanwhile
-    /// never draws one of them. Sequences only move forward.
+    /// before it inserts them, so a sign-up on a serving instance never
+    /// draws one of them. The table lock (which inserts wait for, until the
+    /// batch commits) makes the read and the move one step: no sign-up
+    /// draws an id between them, so the sequence only moves forward.
     async fn advance_ids(
         tx: &mut PgConnection,
         max_user_id: Option<i64>,
@@ -82,9 +84,14 @@ impl PostgresStore {
     ) -> Result<(), StoreError> {
         for (table, max) in [("users", max_user_id), ("cars", max_car_id)] {
             let Some(max) = max else { continue };
+            let lock = match table {
+                "users" => "LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE",
+                _ => "LOCK TABLE cars IN SHARE ROW EXCLUSIVE MODE",
+            };
+            sqlx::query(lock).execute(&mut *tx).await?;
             sqlx::query(
-                "SELECT setval(s, GREATEST($2, COALESCE(pg_sequence_last_value(s), 1)))
-                 FROM (SELECT pg_get_serial_sequence($1, 'id')::regclass AS s) q",
+                "SELECT setval(s, $2) FROM (SELECT pg_get_serial_sequence($1, 'id')::regclass AS s) q
+                 WHERE $2 > COALESCE(pg_sequence_last_value(s), 0)",
             )
             .bind(table)
             .bind(max)

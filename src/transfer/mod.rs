@@ -89,8 +89,8 @@ pub async fn import(config: ImportConfig, store: Arc<dyn Store>) -> anyhow::Resu
         let size = file.metadata().ok().map(|m| m.len());
         (Box::new(file), size)
     };
-    let mut report = csv::Writer::from_path(&config.report)
-        .with_context(|| format!("creating the report {}", config.report.display()))?;
+    // The report names accounts (usernames, e-mails): its owner's only.
+    let mut report = csv::Writer::from_writer(create_private(&config.report)?);
     report.write_record(["line", "key", "reason", "detail"])?;
 
     let (sender, mut batches) = tokio::sync::mpsc::channel::<Batch>(READ_AHEAD);
@@ -133,14 +133,22 @@ pub async fn import(config: ImportConfig, store: Arc<dyn Store>) -> anyhow::Resu
     tokio::pin!(interrupt);
     let mut ended = Ended::Complete;
     loop {
+        // The interrupt first: Ctrl-C on a pipeline also ends the input,
+        // and a run cut short that way is not complete.
         let batch = tokio::select! {
-            batch = batches.recv() => batch,
+            biased;
             _ = &mut interrupt => {
                 ended = Ended::Interrupted;
                 None
             }
+            batch = batches.recv() => batch,
         };
-        let Some(batch) = batch else { break };
+        let Some(batch) = batch else {
+            if ended == Ended::Complete && futures_ready(&mut interrupt).await {
+                ended = Ended::Interrupted;
+            }
+            break;
+        };
         let written =
             import_batch(&config, store.as_ref(), &rules, batch.records, &mut seen).await?;
         counts.read += written.read;
@@ -356,10 +364,17 @@ pub async fn export(config: ExportConfig, store: Arc<dyn Store>) -> anyhow::Resu
     Ok(ended)
 }
 
-/// A new file only its owner may read: an export holds password hashes.
+/// A new file only its owner may read (an export holds password hashes):
+/// whatever was at `path` is removed first, and the file is created anew,
+/// never opened through a link someone planted there.
 fn create_private(path: &Path) -> anyhow::Result<File> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;

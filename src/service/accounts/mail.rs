@@ -326,6 +326,7 @@ impl AccountService {
             .store
             .user(found.user_id)
             .await?
+            .filter(|u| u.is_active())
             .ok_or(AuthError::InvalidToken)?;
         let problems = self
             .rules
@@ -519,7 +520,7 @@ impl AccountService {
                 .code_refused(user_id, client, "no live sign-in code")
                 .await;
         };
-        if !is_well_formed_code(code) || presented != stored {
+        if !is_well_formed_code(code) || presented != stored || !user.is_active() {
             return self
                 .code_refused(Some(user.id), client, "wrong sign-in code")
                 .await;
