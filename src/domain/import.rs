@@ -45,16 +45,70 @@ pub struct SourceCar {
     pub car: CarForm,
 }
 
-/// Why a record was not taken: a stable reason code (README, "Moving in")
-/// and a detail for people. Neither ever holds hash material.
+/// Why a record was not taken, as the report's `reason` column names it
+/// (README, "Moving in").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkipReason {
+    InvalidUsername,
+    InvalidEmail,
+    InvalidPhone,
+    InvalidName,
+    InvalidCar,
+    UnsupportedHash,
+    MalformedHash,
+    HashOutOfBounds,
+    UsernameTaken,
+    EmailTaken,
+    IdTaken,
+    /// The same record is there already (a resumed run): counted, not
+    /// listed in the report.
+    AlreadyImported,
+    /// A Django record of another model than the user model.
+    OtherModel,
+    /// Not a readable record.
+    Malformed,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::InvalidUsername => "invalid_username",
+            SkipReason::InvalidEmail => "invalid_email",
+            SkipReason::InvalidPhone => "invalid_phone",
+            SkipReason::InvalidName => "invalid_name",
+            SkipReason::InvalidCar => "invalid_car",
+            SkipReason::UnsupportedHash => "unsupported_hash",
+            SkipReason::MalformedHash => "malformed_hash",
+            SkipReason::HashOutOfBounds => "hash_out_of_bounds",
+            SkipReason::UsernameTaken => "username_taken",
+            SkipReason::EmailTaken => "email_taken",
+            SkipReason::IdTaken => "id_taken",
+            SkipReason::AlreadyImported => "already_imported",
+            SkipReason::OtherModel => "other_model",
+            SkipReason::Malformed => "malformed",
+        }
+    }
+
+    /// Another account holds the record's username, e-mail or id (what
+    /// `--on-conflict fail` stops at).
+    pub fn is_conflict(self) -> bool {
+        matches!(
+            self,
+            SkipReason::UsernameTaken | SkipReason::EmailTaken | SkipReason::IdTaken
+        )
+    }
+}
+
+/// Why a record was not taken and a detail for people; the detail never
+/// holds hash material.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skip {
-    pub reason: &'static str,
+    pub reason: SkipReason,
     pub detail: String,
 }
 
 impl Skip {
-    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(reason: SkipReason, detail: impl Into<String>) -> Self {
         Self {
             reason,
             detail: detail.into(),
@@ -66,15 +120,15 @@ impl Skip {
         // the address is what is wrong.
         let broken = |fields: &[&str]| errors.iter().any(|e| fields.contains(&e.field.as_str()));
         let reason = if broken(&["email"]) {
-            "invalid_email"
+            SkipReason::InvalidEmail
         } else if broken(&["username"]) {
-            "invalid_username"
+            SkipReason::InvalidUsername
         } else if broken(&["phone"]) {
-            "invalid_phone"
+            SkipReason::InvalidPhone
         } else if broken(&["name", "surname", "secondName"]) {
-            "invalid_name"
+            SkipReason::InvalidName
         } else {
-            "invalid_car"
+            SkipReason::InvalidCar
         };
         let detail = errors
             .iter()
@@ -114,7 +168,7 @@ impl SourceAccount {
             .find(|id| !(1..=MAX_IMPORTED_ID).contains(id))
         {
             return Err(Skip::new(
-                "malformed",
+                SkipReason::Malformed,
                 format!("id {id} is not from 1 to 2^53"),
             ));
         }
@@ -189,15 +243,11 @@ pub struct Seen {
     car_ids: HashSet<i64>,
 }
 
-/// The reason of a record found already imported: a resumed import passes
-/// over it, and the report does not list it.
-pub const ALREADY_IMPORTED: &str = "already_imported";
-
 /// Decides each record of a batch in order: taken, or skipped because a
 /// login key (usernames and e-mails share one namespace) or an id is taken
 /// by the database, an earlier record of this run, or this record itself.
 /// A record whose username belongs to an account with its login keys and
-/// creation time was imported before ([`ALREADY_IMPORTED`]).
+/// creation time was imported before ([`SkipReason::AlreadyImported`]).
 pub fn plan_batch(
     users: &[ImportedUser],
     existing: &Existing,
@@ -217,11 +267,11 @@ pub fn plan_batch(
                 .get(&u.user.username_key)
                 .or_else(|| seen.login_keys.get(&u.user.username_key));
             if owner.is_some_and(|owner| owner.is(u)) {
-                return Err(Skip::new(ALREADY_IMPORTED, "imported before"));
+                return Err(Skip::new(SkipReason::AlreadyImported, "imported before"));
             }
             if key_taken(&u.user.username_key) {
                 return Err(Skip::new(
-                    "username_taken",
+                    SkipReason::UsernameTaken,
                     "the username belongs to another account",
                 ));
             }
@@ -231,19 +281,25 @@ pub fn plan_batch(
                 .is_some_and(|k| k != u.user.username_key && key_taken(k))
             {
                 return Err(Skip::new(
-                    "email_taken",
+                    SkipReason::EmailTaken,
                     "the e-mail belongs to another account",
                 ));
             }
             if let Some(id) = u.id {
                 if existing.user_ids.contains(&id) || seen.user_ids.contains(&id) {
-                    return Err(Skip::new("id_taken", format!("user id {id} is taken")));
+                    return Err(Skip::new(
+                        SkipReason::IdTaken,
+                        format!("user id {id} is taken"),
+                    ));
                 }
             }
             let mut own = HashSet::new();
             for id in u.car_ids.iter().flatten() {
                 if existing.car_ids.contains(id) || seen.car_ids.contains(id) || !own.insert(*id) {
-                    return Err(Skip::new("id_taken", format!("car id {id} is taken")));
+                    return Err(Skip::new(
+                        SkipReason::IdTaken,
+                        format!("car id {id} is taken"),
+                    ));
                 }
             }
             let owner = Owner {
@@ -312,7 +368,12 @@ mod tests {
         assert_eq!(taken.user.email.as_deref(), Some("Alice@example.com"));
         assert_eq!(taken.password_hash, "!", "no hash: an unusable password");
         assert_eq!(taken.created_at, taken.updated_at);
-        let skip = |a: SourceAccount| a.validate(&rules, now).expect_err("skipped").reason;
+        let skip = |a: SourceAccount| {
+            a.validate(&rules, now)
+                .expect_err("skipped")
+                .reason
+                .as_str()
+        };
         assert_eq!(skip(account("a b", None)), "invalid_username");
         assert_eq!(skip(account("bob", Some("bob@localhost"))), "invalid_email");
         let mut phone = account("carol", None);
@@ -361,7 +422,7 @@ mod tests {
         };
         let reasons: Vec<_> = plan_batch(&batch, &existing, &mut Seen::default())
             .into_iter()
-            .map(|d| d.err().map(|s| s.reason))
+            .map(|d| d.err().map(|s| s.reason.as_str()))
             .collect();
         assert_eq!(
             reasons,

@@ -25,6 +25,8 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 
+use super::import::SkipReason;
+
 /// PHC's base64: standard alphabet, no padding (read with or without).
 const B64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
@@ -127,12 +129,12 @@ pub enum HashError {
 }
 
 impl HashError {
-    /// The reason code an import report gives.
-    pub fn reason(&self) -> &'static str {
+    /// The reason an import report gives.
+    pub fn reason(&self) -> SkipReason {
         match self {
-            HashError::Unsupported(_) => "unsupported_hash",
-            HashError::Malformed(_) => "malformed_hash",
-            HashError::OutOfBounds(_) => "hash_out_of_bounds",
+            HashError::Unsupported(_) => SkipReason::UnsupportedHash,
+            HashError::Malformed(_) => SkipReason::MalformedHash,
+            HashError::OutOfBounds(_) => SkipReason::HashOutOfBounds,
         }
     }
 }
@@ -567,7 +569,7 @@ mod tests {
 
     #[test]
     fn unknown_malformed_and_too_costly_hashes_are_refused_with_their_reason() {
-        let reason = |s: &str| StoredHash::from_django(s).expect_err(s).reason();
+        let reason = |s: &str| StoredHash::from_django(s).expect_err(s).reason().as_str();
         assert_eq!(reason("md5$salt$0123"), "unsupported_hash");
         assert_eq!(reason("unsalted_md5$abc"), "unsupported_hash");
         assert_eq!(reason("plaintext"), "unsupported_hash");
@@ -581,7 +583,7 @@ mod tests {
         let long = B64.encode([0u8; 128]);
         assert_eq!(
             StoredHash::parse(&format!("$pbkdf2-sha1$i=1000000,l=128$c2FsdA${long}"))
-                .map_err(|e| e.reason()),
+                .map_err(|e| e.reason().as_str()),
             Err("hash_out_of_bounds")
         );
         assert_eq!(
@@ -643,7 +645,7 @@ mod tests {
         assert!(argon.is_native());
         assert!(argon.encode().starts_with("$argon2id$v=19$m=7168,t=5,p=1$"));
         assert_eq!(
-            StoredHash::from_keycloak("md5", 1, "", "", none).map_err(|e| e.reason()),
+            StoredHash::from_keycloak("md5", 1, "", "", none).map_err(|e| e.reason().as_str()),
             Err("unsupported_hash")
         );
     }

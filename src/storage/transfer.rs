@@ -249,6 +249,7 @@ macro_rules! transfer_store {
                     .collect())
             }
 
+            #[tracing::instrument(level = "debug", skip_all)]
             async fn count_users(&self) -> Result<i64, $crate::storage::StoreError> {
                 Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users")
                     .fetch_one(&self.pool)

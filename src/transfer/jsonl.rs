@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::sources::parse_time;
+use super::sources::time;
 use crate::domain::import::{Skip, SourceAccount, SourceCar};
 use crate::domain::password_hash::StoredHash;
 use crate::domain::CarForm;
@@ -98,12 +98,7 @@ impl From<ExportedUser> for JsonlUser {
 
 impl JsonlUser {
     pub fn into_source(self) -> Result<SourceAccount, Skip> {
-        let time = |field: &str, raw: Option<String>| match raw {
-            None => Ok(None),
-            Some(raw) => parse_time(&raw)
-                .map(Some)
-                .ok_or_else(|| Skip::new("malformed", format!("{field} is not a time: {raw}"))),
-        };
+        let time = |field: &str, raw: Option<String>| time(raw.as_deref(), field);
         Ok(SourceAccount {
             id: self.id,
             username: self.username,

@@ -24,7 +24,7 @@ use chrono::Utc;
 
 use crate::config::{ExportConfig, ImportConfig, OnConflict};
 use crate::domain::audit::EventKind;
-use crate::domain::import::{lookup_keys, plan_batch, ImportedUser, Seen, Skip, ALREADY_IMPORTED};
+use crate::domain::import::{lookup_keys, plan_batch, ImportedUser, Seen, Skip, SkipReason};
 use crate::domain::SignUpRules;
 use crate::storage::{SecurityEvent, Store, StoreError};
 use progress::Progress;
@@ -36,7 +36,6 @@ const READ_AHEAD: usize = 2;
 const EXPORT_PAGE: i64 = 1000;
 /// Tries of a batch that lost a race with a sign-up on a serving instance.
 const CONFLICT_RETRIES: usize = 5;
-const CONFLICTS: [&str; 3] = ["username_taken", "email_taken", "id_taken"];
 
 /// How a run ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +53,7 @@ struct Counts {
     read: u64,
     imported: u64,
     already: u64,
-    skipped: BTreeMap<&'static str, u64>,
+    skipped: BTreeMap<SkipReason, u64>,
 }
 
 impl Counts {
@@ -156,7 +155,7 @@ pub async fn import(config: ImportConfig, store: Arc<dyn Store>) -> anyhow::Resu
         counts.already += written.already;
         for (line, key, skip) in &written.skipped {
             *counts.skipped.entry(skip.reason).or_default() += 1;
-            report.write_record([&line.to_string(), key, skip.reason, &skip.detail])?;
+            report.write_record([&line.to_string(), key, skip.reason.as_str(), &skip.detail])?;
         }
         report.flush()?;
         progress.update(counts.read, batch.bytes, &counts.status(config.dry_run));
@@ -206,7 +205,7 @@ fn print_summary(config: &ImportConfig, counts: &Counts, ended: Ended) {
     let _ = writeln!(out, "already imported: {}", counts.already);
     let _ = writeln!(out, "skipped: {}", counts.skipped());
     for (reason, n) in &counts.skipped {
-        let _ = writeln!(out, "  {reason}: {n}");
+        let _ = writeln!(out, "  {}: {n}", reason.as_str());
     }
     let _ = writeln!(out, "report: {}", config.report.display());
     match ended {
@@ -272,10 +271,9 @@ async fn import_batch(
         for ((line, key, user), decision) in valid.iter().zip(decisions) {
             match decision {
                 Ok(()) => take.push(user),
-                Err(skip) if skip.reason == ALREADY_IMPORTED => outcome.already += 1,
+                Err(skip) if skip.reason == SkipReason::AlreadyImported => outcome.already += 1,
                 Err(skip) => {
-                    let stop =
-                        config.on_conflict == OnConflict::Fail && CONFLICTS.contains(&skip.reason);
+                    let stop = config.on_conflict == OnConflict::Fail && skip.reason.is_conflict();
                     outcome.skipped.push((*line, key.clone(), skip));
                     if stop {
                         stop_at = Some(*line);

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::json_stream::{for_each_element, ArrayAt};
 use super::jsonl::JsonlUser;
 use crate::config::ImportFormat;
-use crate::domain::import::{report_key, Skip, SourceAccount};
+use crate::domain::import::{report_key, Skip, SkipReason, SourceAccount};
 use crate::domain::password_hash::StoredHash;
 
 /// The longest line of a JSON-lines file a record may take.
@@ -117,12 +117,15 @@ fn json_lines(
                     }
                 }
             }
-            Err(Skip::new("malformed", "the line is longer than 1 MiB"))
+            Err(Skip::new(
+                SkipReason::Malformed,
+                "the line is longer than 1 MiB",
+            ))
         } else if buf.iter().all(u8::is_ascii_whitespace) {
             continue;
         } else {
             serde_json::from_slice(&buf)
-                .map_err(|e| Skip::new("malformed", format!("not JSON: {e}")))
+                .map_err(|e| Skip::new(SkipReason::Malformed, format!("not JSON: {e}")))
         };
         if !each(value, line, bytes) {
             return Ok(());
@@ -161,12 +164,15 @@ pub fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
 
 /// A time field: absent or empty is `None`; present but unreadable skips
 /// the record (a guess would change it).
-fn time(value: Option<&str>, field: &str) -> Result<Option<DateTime<Utc>>, Skip> {
+pub(super) fn time(value: Option<&str>, field: &str) -> Result<Option<DateTime<Utc>>, Skip> {
     match value.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(raw) => parse_time(raw)
-            .map(Some)
-            .ok_or_else(|| Skip::new("malformed", format!("{field} is not a time: {raw}"))),
+        Some(raw) => parse_time(raw).map(Some).ok_or_else(|| {
+            Skip::new(
+                SkipReason::Malformed,
+                format!("{field} is not a time: {raw}"),
+            )
+        }),
     }
 }
 
@@ -183,12 +189,12 @@ fn django_record(value: Value, line: u64, model: &str) -> SourceRecord {
         let label = value["model"].as_str().unwrap_or_default();
         if !label.eq_ignore_ascii_case(model) {
             return Err(Skip::new(
-                "other_model",
+                SkipReason::OtherModel,
                 format!("a record of {label}, not of {model}"),
             ));
         }
         if !fields.is_object() {
-            return Err(Skip::new("malformed", "no fields"));
+            return Err(Skip::new(SkipReason::Malformed, "no fields"));
         }
         let created_at = time(fields["date_joined"].as_str(), "date_joined")?;
         let active = fields["is_active"].as_bool().unwrap_or(true);
@@ -259,16 +265,16 @@ fn keycloak_password(
     let inner = |field: &str| -> Result<Value, Skip> {
         match &credential[field] {
             Value::String(s) => serde_json::from_str(s)
-                .map_err(|_| Skip::new("malformed_hash", format!("{field} is not JSON"))),
+                .map_err(|_| Skip::new(SkipReason::MalformedHash, format!("{field} is not JSON"))),
             Value::Object(_) => Ok(credential[field].clone()),
-            _ => Err(Skip::new("malformed_hash", format!("no {field}"))),
+            _ => Err(Skip::new(SkipReason::MalformedHash, format!("no {field}"))),
         }
     };
     let (secret, data) = (inner("secretData")?, inner("credentialData")?);
     let iterations = data["hashIterations"]
         .as_u64()
         .and_then(|i| u32::try_from(i).ok())
-        .ok_or_else(|| Skip::new("malformed_hash", "no hashIterations"))?;
+        .ok_or_else(|| Skip::new(SkipReason::MalformedHash, "no hashIterations"))?;
     let parameter = |name: &str| {
         data["additionalParameters"][name][0]
             .as_str()
@@ -289,7 +295,7 @@ fn jsonl_record(value: Value, line: u64) -> SourceRecord {
         value["email"].as_str(),
     );
     let account = serde_json::from_value::<JsonlUser>(value)
-        .map_err(|e| Skip::new("malformed", format!("not an authql record: {e}")))
+        .map_err(|e| Skip::new(SkipReason::Malformed, format!("not an authql record: {e}")))
         .and_then(JsonlUser::into_source);
     SourceRecord { line, key, account }
 }
@@ -330,7 +336,7 @@ fn supabase(
                 if !matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) {
                     return Err(anyhow::anyhow!("the CSV is malformed at line {line}: {e}"));
                 }
-                unreadable(line, Skip::new("malformed", "not UTF-8"))
+                unreadable(line, Skip::new(SkipReason::Malformed, "not UTF-8"))
             }
         };
         if !each(record, csv.position().byte()) {
@@ -459,7 +465,12 @@ mod tests {
         assert!(ada.disabled_at.is_some());
         assert_eq!(ada.password_hash, Some(Ok(StoredHash::Unusable)));
         assert_eq!(
-            records[1].account.as_ref().expect_err("group").reason,
+            records[1]
+                .account
+                .as_ref()
+                .expect_err("group")
+                .reason
+                .as_str(),
             "other_model"
         );
         let lines = "{\"model\": \"auth.user\", \"pk\": 2, \"fields\": {\"username\": \"bob\"}}\n\nnot json\n";
@@ -467,7 +478,12 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert_eq!(records[1].line, 3);
         assert_eq!(
-            records[1].account.as_ref().expect_err("broken").reason,
+            records[1]
+                .account
+                .as_ref()
+                .expect_err("broken")
+                .reason
+                .as_str(),
             "malformed"
         );
     }
