@@ -17,6 +17,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::ServeConfig;
 use crate::domain::mail::{MailLinks, RetryPolicy, TokenLifetimes};
 use crate::domain::SignUpRules;
+use crate::graphql::trusted::TrustedDocuments;
 use crate::graphql::{build_schema, document_guard, AppSchema, DocumentGuard};
 use crate::http::{router, AppState, RouterConfig, ServerLimits};
 use crate::mail::{MailSender, MailTemplates, Mailer, SenderSettings, Transport};
@@ -35,6 +36,8 @@ pub struct Services {
     pub clock: SharedClock,
     pub schema: AppSchema,
     pub documents: Arc<DocumentGuard>,
+    /// AUTHQL_TRUSTED_DOCUMENTS, prepared by `documents`.
+    pub trusted: Arc<TrustedDocuments>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -102,11 +105,28 @@ impl Services {
         let schema = build_schema(
             accounts.clone(),
             &config.limits,
-            config.introspection,
+            config.introspection_enabled(),
             metrics.clone(),
             config.public_base(),
             config.cookie_policy(),
         );
+        let documents = Arc::new(document_guard(
+            &config.limits,
+            config.introspection_enabled(),
+        ));
+        let trusted = Arc::new(TrustedDocuments::load(
+            config.trusted_documents.clone(),
+            config.trusted_documents_only,
+            &documents,
+        )?);
+        if let Some(path) = &config.trusted_documents {
+            tracing::info!(
+                documents = trusted.current().len(),
+                only = config.trusted_documents_only,
+                path = %path.display(),
+                "trusted documents loaded"
+            );
+        }
         Ok(Self {
             store,
             keys,
@@ -114,7 +134,8 @@ impl Services {
             mailer,
             clock,
             schema,
-            documents: Arc::new(document_guard(&config.limits, config.introspection)),
+            documents,
+            trusted,
             metrics,
         })
     }
@@ -151,9 +172,11 @@ impl App {
             clock,
             schema,
             documents,
+            trusted,
             metrics,
         } = Services::build_with(&config, clock).await?;
         spawn_key_reloader(&keys);
+        spawn_trusted_reloader(&trusted, &documents);
         spawn_mail_sender(&config, &store, &mailer, clock, &metrics)?;
         let cors_origins = config
             .cors_origins
@@ -169,6 +192,8 @@ impl App {
             AppState {
                 schema,
                 documents,
+                trusted,
+                graphiql: config.introspection_enabled(),
                 accounts,
                 store,
                 metrics,
@@ -245,6 +270,37 @@ fn spawn_key_reloader(keys: &Arc<KeyRing>) {
             }
         }
     });
+}
+
+/// Reloads the trusted-documents manifest on SIGHUP (a new client build
+/// deployed); a manifest that fails to load leaves the one in force.
+fn spawn_trusted_reloader(trusted: &Arc<TrustedDocuments>, documents: &Arc<DocumentGuard>) {
+    if trusted.path.is_none() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        let (trusted, documents) = (Arc::downgrade(trusted), documents.clone());
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("SIGHUP cannot be caught: trusted documents load at start only");
+            return;
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let Some(trusted) = trusted.upgrade() else {
+                    break;
+                };
+                match trusted.reload(&documents) {
+                    Ok(n) => tracing::info!(documents = n, "trusted documents reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "trusted documents not reloaded; the previous manifest stays")
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// Starts this instance's outbox sender: SMTP when configured, else files.

@@ -216,9 +216,23 @@ pub struct ServeConfig {
     pub cors_origins: Vec<String>,
 
     /// Serve GraphQL introspection (GraphiQL and code generators need it).
-    #[arg(long, env = "AUTHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set,
+    /// Default: on, but off with AUTHQL_TRUSTED_DOCUMENTS_ONLY (then this
+    /// switches introspection and the GraphiQL page on explicitly).
+    #[arg(long, env = "AUTHQL_INTROSPECTION", action = clap::ArgAction::Set,
           value_parser = boolish(), num_args = 0..=1, default_missing_value = "true")]
-    pub introspection: bool,
+    pub introspection: Option<bool>,
+
+    /// A trusted-documents manifest, `{ "<sha256 hex>": "<document>" }` as
+    /// GraphQL Code Generator's client preset writes it; requests may then
+    /// name a document by `documentId`. Reloaded on SIGHUP.
+    #[arg(long, env = "AUTHQL_TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<std::path::PathBuf>,
+
+    /// Run only the documents of AUTHQL_TRUSTED_DOCUMENTS: any other is
+    /// refused with TRUSTED_DOCUMENT_REQUIRED.
+    #[arg(long, env = "AUTHQL_TRUSTED_DOCUMENTS_ONLY", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = boolish(), num_args = 0..=1, default_missing_value = "true")]
+    pub trusted_documents_only: bool,
 
     /// Where clients reach authql, e.g. `https://auth.example.com`: avatar
     /// URLs are absolute with it, relative (`/avatars/...`) without.
@@ -663,7 +677,19 @@ impl ServeConfig {
     }
 
     /// Checks the rules clap cannot express; the message is shown at start.
+    /// Whether introspection (and the GraphiQL page) is served: on unless
+    /// switched off, or unless only trusted documents run and it was not
+    /// switched on explicitly.
+    pub fn introspection_enabled(&self) -> bool {
+        self.introspection.unwrap_or(!self.trusted_documents_only)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        if self.trusted_documents_only && self.trusted_documents.is_none() {
+            return Err(
+                "AUTHQL_TRUSTED_DOCUMENTS_ONLY needs AUTHQL_TRUSTED_DOCUMENTS (a manifest)".into(),
+            );
+        }
         if let Some(secret) = &self.tokens.jwt_secret {
             if secret.expose().len() < 32 {
                 return Err(format!(
@@ -912,8 +938,9 @@ mod tests {
                 .map_err(|e| e.to_string())
         };
         type Read = fn(&ServeConfig) -> bool;
-        let settings: [(&str, Read); 4] = [
-            ("--introspection", |c| c.introspection),
+        let settings: [(&str, Read); 5] = [
+            ("--introspection", |c| c.introspection_enabled()),
+            ("--trusted-documents-only", |c| c.trusted_documents_only),
             ("--no-migrate", |c| c.no_migrate),
             ("--require-verified-email", |c| {
                 c.mail.require_verified_email

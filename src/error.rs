@@ -45,6 +45,12 @@ pub const NOT_ENABLED: &str = "NOT_ENABLED";
 /// no `X-Requested-With` header, or an `Origin` that is neither authql's
 /// own nor in `AUTHQL_CORS_ORIGINS`. Nothing was changed.
 pub const CSRF_REFUSED: &str = "CSRF_REFUSED";
+/// A request that names a trusted document by id (`documentId`, or
+/// Apollo's `persistedQuery` hash) that the manifest does not hold.
+pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+/// A document outside the manifest, on a server with
+/// `AUTHQL_TRUSTED_DOCUMENTS_ONLY`.
+pub const TRUSTED_DOCUMENT_REQUIRED: &str = "TRUSTED_DOCUMENT_REQUIRED";
 /// Anything unexpected; the message says only "internal error".
 pub const INTERNAL: &str = "INTERNAL";
 

@@ -8,6 +8,7 @@
 //!   (verify the JWT, load the user and cars) without a GraphQL engine.
 //! - `argon2`: the argon2id hash rate of one core with authql's parameters.
 //! - `timing`: createToken latency for an unknown login vs a wrong password.
+//! - `manifest`: the trusted-documents manifest of the `me-by-id` workload.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Load(LoadArgs),
+    /// Prints `{"<sha256 of ME>": ME}` for AUTHQL_TRUSTED_DOCUMENTS.
+    Manifest,
     Ceiling(ceiling::Args),
     Argon2 {
         #[arg(long, default_value_t = 5.0)]
@@ -48,6 +51,8 @@ enum Command {
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
 enum Workload {
     Me,
+    /// `me` named by its id in AUTHQL_TRUSTED_DOCUMENTS (see `manifest`).
+    MeById,
     CreateToken,
     SignUp,
     RefreshToken,
@@ -155,6 +160,10 @@ fn main() -> anyhow::Result<()> {
         } => argon2_rate(seconds, memory_kib, iterations),
         // One thread: the generator is pinned to one core.
         Command::Load(args) => single_thread()?.block_on(load(args)),
+        Command::Manifest => {
+            println!("{}", json!({ me_id(): ME }));
+            Ok(())
+        }
         Command::Timing { url, samples } => single_thread()?.block_on(timing(&url, samples)),
     }
 }
@@ -165,6 +174,15 @@ fn single_thread() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The SHA-256 (hex) of ME: its id in the manifest.
+fn me_id() -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(ME.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 async fn gql(
     client: &reqwest::Client,
     url: &str,
@@ -172,9 +190,16 @@ async fn gql(
     query: &str,
     variables: Value,
 ) -> anyhow::Result<Value> {
-    let mut request = client
-        .post(url)
-        .json(&json!({ "query": query, "variables": variables }));
+    post(client, url, token, json!({ "query": query, "variables": variables })).await
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let mut request = client.post(url).json(&body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -220,6 +245,10 @@ async fn one_request(
     match args.workload {
         Workload::Me => {
             gql(client, &args.url, Some(token), ME, json!({})).await?;
+        }
+        Workload::MeById => {
+            let body = json!({ "documentId": format!("sha256:{}", me_id()) });
+            post(client, &args.url, Some(token), body).await?;
         }
         Workload::CreateToken => {
             gql(

@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 use async_graphql::{EmptySubscription, Schema, SchemaBuilder};
 
+pub mod trusted;
+
 pub use document::{
     DocumentGuard, DocumentLimits, PreparedDocument, Refusal, MAX_SELECTION_NESTING,
 };

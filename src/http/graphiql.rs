@@ -37,7 +37,12 @@ pub fn page() -> Response {
         .into_response()
 }
 
-pub async fn index() -> Response {
+/// The playground, unless introspection is off (with trusted documents
+/// only, unless switched on explicitly): it could not work then.
+pub async fn index(axum::extract::State(state): axum::extract::State<super::AppState>) -> Response {
+    if !state.graphiql {
+        return super::not_found().await;
+    }
     page()
 }
 

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::graphql::trusted::{is_introspection_only, DocumentRef, Resolved};
 use async_graphql::dataloader::DataLoader;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
@@ -49,8 +50,14 @@ pub async fn post(
         Ok(body) => body,
         Err(refusal) => return refusal,
     };
-    let request = match serde_json::from_slice::<PostBody>(&body) {
-        Ok(body) => body.into_request(),
+    let (request, named) = match serde_json::from_slice::<PostBody>(&body) {
+        Ok(body) if body.names_a_document() => body.into_request(),
+        Ok(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "request body is not a GraphQL request: expected {\"query\": \"...\"} or {\"documentId\": \"sha256:...\"}",
+            )
+        }
         Err(e) if e.is_syntax() || e.is_eof() => {
             return refuse(StatusCode::BAD_REQUEST, "request body is not valid JSON")
         }
@@ -61,7 +68,7 @@ pub async fn post(
             )
         }
     };
-    execute(&state, peer, &headers, request, Method::Post).await
+    execute(&state, peer, &headers, request, named, Method::Post).await
 }
 
 /// A GraphQL multipart request (a file upload): only from a signed-in
@@ -113,7 +120,11 @@ async fn upload(state: AppState, peer: SocketAddr, headers: HeaderMap, body: Bod
             );
         }
     };
-    execute(&state, peer, &headers, request, Method::Post).await
+    let named = DocumentRef {
+        text: Some(request.query.clone()),
+        ..DocumentRef::default()
+    };
+    execute(&state, peer, &headers, request, named, Method::Post).await
 }
 
 /// How async-graphql marks a variable the multipart map filled with a file:
@@ -200,28 +211,70 @@ fn is_length_limit(error: &axum::Error) -> bool {
     false
 }
 
-/// A GraphQL-over-HTTP POST body, parsed in one pass. `query` is required
-/// (async-graphql's own type would default it to "" and answer 200).
+/// A GraphQL-over-HTTP POST body, parsed in one pass. `query` or a
+/// trusted document's id is required (async-graphql's own type would
+/// default the query to "" and answer 200).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PostBody {
-    query: String,
+    #[serde(default)]
+    query: Option<String>,
     #[serde(default)]
     variables: Option<async_graphql::Variables>,
     #[serde(default)]
     operation_name: Option<String>,
+    /// A trusted document's id, `sha256:<hex>` (GraphQL over HTTP's
+    /// persisted documents).
+    #[serde(default)]
+    document_id: Option<String>,
+    #[serde(default)]
+    extensions: Option<Extensions>,
+}
+
+/// Apollo's automatic persisted queries: `{"persistedQuery": {"version":
+/// 1, "sha256Hash": "<hex>"}}`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Extensions {
+    #[serde(default)]
+    persisted_query: Option<PersistedQuery>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PersistedQuery {
+    sha256_hash: String,
 }
 
 impl PostBody {
-    fn into_request(self) -> async_graphql::Request {
-        let mut request = async_graphql::Request::new(self.query);
+    fn names_a_document(&self) -> bool {
+        self.query.is_some()
+            || self.document_id.is_some()
+            || self
+                .extensions
+                .as_ref()
+                .is_some_and(|e| e.persisted_query.is_some())
+    }
+
+    /// The request (its text set once the document is resolved) and how
+    /// it names its document.
+    fn into_request(self) -> (async_graphql::Request, DocumentRef) {
+        let mut request = async_graphql::Request::new(String::new());
         if let Some(variables) = self.variables {
             request = request.variables(variables);
         }
         if let Some(name) = self.operation_name {
             request = request.operation_name(name);
         }
-        request
+        let named = DocumentRef {
+            text: self.query,
+            document_id: self.document_id,
+            apq_hash: self
+                .extensions
+                .and_then(|e| e.persisted_query)
+                .map(|p| p.sha256_hash),
+        };
+        (request, named)
     }
 }
 
@@ -231,6 +284,9 @@ struct GetParams {
     query: Option<String>,
     variables: Option<String>,
     operation_name: Option<String>,
+    document_id: Option<String>,
+    /// JSON, as Apollo's clients send it over GET.
+    extensions: Option<String>,
 }
 
 pub async fn get(
@@ -243,13 +299,34 @@ pub async fn get(
         Ok(params) => params,
         Err(_) => return refuse(StatusCode::BAD_REQUEST, "malformed query string"),
     };
-    let Some(query) = params.query else {
-        if wants_html(&headers) {
+    let apq_hash = match params
+        .extensions
+        .as_deref()
+        .filter(|e| !e.trim().is_empty())
+    {
+        None => None,
+        Some(raw) => match serde_json::from_str::<Extensions>(raw) {
+            Ok(extensions) => extensions.persisted_query.map(|p| p.sha256_hash),
+            Err(_) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "`extensions` must be a JSON object",
+                )
+            }
+        },
+    };
+    if params.query.is_none() && params.document_id.is_none() && apq_hash.is_none() {
+        if wants_html(&headers) && state.graphiql {
             return graphiql::page().into_response();
         }
         return refuse(StatusCode::BAD_REQUEST, "missing `query` parameter");
+    }
+    let named = DocumentRef {
+        text: params.query,
+        document_id: params.document_id,
+        apq_hash,
     };
-    let mut request = async_graphql::Request::new(query);
+    let mut request = async_graphql::Request::new(String::new());
     if let Some(name) = params.operation_name {
         request = request.operation_name(name);
     }
@@ -261,7 +338,7 @@ pub async fn get(
             _ => return refuse(StatusCode::BAD_REQUEST, "`variables` must be a JSON object"),
         }
     }
-    execute(&state, peer, &headers, request, Method::Get).await
+    execute(&state, peer, &headers, request, named, Method::Get).await
 }
 
 /// How the request arrived: mutations are refused over GET.
@@ -276,9 +353,14 @@ async fn execute(
     peer: SocketAddr,
     headers: &HeaderMap,
     mut request: async_graphql::Request,
+    named: DocumentRef,
     method: Method,
 ) -> Response {
-    if request.query.len() > state.max_document_bytes {
+    if named
+        .text
+        .as_ref()
+        .is_some_and(|t| t.len() > state.max_document_bytes)
+    {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!(
@@ -287,11 +369,27 @@ async fn execute(
             ),
         );
     }
+    let started = Instant::now();
+    let manifest = state.trusted.current();
+    let allowed_untrusted =
+        |text: &str| state.graphiql && is_introspection_only(&state.documents, text);
+    let prepared = match manifest.resolve(named, state.trusted.only, allowed_untrusted) {
+        Ok(Resolved::Trusted(trusted)) => {
+            request.query = trusted.text.to_string();
+            Ok(trusted.prepared)
+        }
+        Ok(Resolved::Text(text)) => {
+            let prepared = state.documents.prepare(&text);
+            request.query = text;
+            prepared
+        }
+        Err(refusal) => Err(refusal),
+    };
+    // With the text in place: markers in it count too.
     if let Err(message) = check_upload_references(&request) {
         return refuse(StatusCode::BAD_REQUEST, message);
     }
-    let started = Instant::now();
-    let document = match state.documents.prepare(&request.query) {
+    let document = match prepared {
         Ok(document) => document,
         Err(refusal) => {
             state

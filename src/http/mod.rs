@@ -32,6 +32,10 @@ use crate::storage::Store;
 pub struct AppState {
     pub schema: AppSchema,
     pub documents: Arc<DocumentGuard>,
+    /// The trusted-documents manifest (empty without one).
+    pub trusted: Arc<crate::graphql::trusted::TrustedDocuments>,
+    /// Whether the GraphiQL page is served (with introspection).
+    pub graphiql: bool,
     pub accounts: Arc<AccountService>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,

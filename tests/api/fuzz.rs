@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const CODES: [&str; 14] = [
+const CODES: [&str; 16] = [
     "VALIDATION",
     "UNAUTHENTICATED",
     "INVALID_CREDENTIALS",
@@ -23,6 +23,8 @@ const CODES: [&str; 14] = [
     "EMAIL_NOT_VERIFIED",
     "NOT_ENABLED",
     "CSRF_REFUSED",
+    "PERSISTED_QUERY_NOT_FOUND",
+    "TRUSTED_DOCUMENT_REQUIRED",
 ];
 
 /// GraphQL-shaped token soup: mostly invalid, sometimes valid documents.

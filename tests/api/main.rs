@@ -20,5 +20,6 @@ mod sign_in;
 mod sign_up;
 mod smtp;
 mod tokens;
+mod trusted;
 mod typed_client;
 mod web_app;

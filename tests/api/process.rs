@@ -559,3 +559,75 @@ async fn boolean_settings_take_1_0_yes_no_on_off_from_the_environment() {
         );
     }
 }
+
+/// SIGHUP reloads AUTHQL_TRUSTED_DOCUMENTS: a document added to the file
+/// runs after it; a broken file leaves the manifest in force.
+#[tokio::test]
+async fn sighup_reloads_the_trusted_documents() {
+    use serde_json::{json, Value};
+    use sha2::{Digest as _, Sha256};
+    let hash = |text: &str| -> String {
+        Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let (first, second) = ("query A { __typename }", "query B { __typename }");
+    let write = |path: &std::path::Path, docs: &[&str]| {
+        let map: serde_json::Map<String, Value> =
+            docs.iter().map(|d| (hash(d), json!(d))).collect();
+        std::fs::write(path, Value::Object(map).to_string()).expect("manifest");
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let manifest = dir.path().join("manifest.json");
+    write(&manifest, &[first]);
+    let server = start(
+        authql(dir.path())
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}/authql.db", dir.path().display()),
+            )
+            .env("AUTHQL_TRUSTED_DOCUMENTS", &manifest)
+            .env("AUTHQL_TRUSTED_DOCUMENTS_ONLY", "true"),
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let run = |id: String| {
+        let (client, url) = (client.clone(), server.url("/graphql"));
+        async move {
+            let body: Value = client
+                .post(url)
+                .json(&json!({ "documentId": format!("sha256:{id}") }))
+                .send()
+                .await
+                .expect("request")
+                .json()
+                .await
+                .expect("JSON");
+            body
+        }
+    };
+    assert_eq!(run(hash(first)).await["data"]["__typename"], "Query");
+    let before = run(hash(second)).await;
+    assert_eq!(
+        before["errors"][0]["extensions"]["code"],
+        "PERSISTED_QUERY_NOT_FOUND"
+    );
+    let hangup = |pid: u32| {
+        let kill = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(kill.success());
+    };
+    write(&manifest, &[first, second]);
+    hangup(server.child.id());
+    log_with(&server, "trusted documents reloaded").await;
+    assert_eq!(run(hash(second)).await["data"]["__typename"], "Query");
+    std::fs::write(&manifest, "{ not json").expect("broken");
+    hangup(server.child.id());
+    log_with(&server, "trusted documents not reloaded").await;
+    assert_eq!(run(hash(second)).await["data"]["__typename"], "Query");
+}

@@ -430,7 +430,7 @@ async fn rotated_keys_sign_new_tokens_and_old_ones_keep_verifying(backend: Backe
 }
 
 async fn introspection_can_be_switched_off(backend: Backend) {
-    let app = spawn_with(backend, |c| c.introspection = false).await;
+    let app = spawn_with(backend, |c| c.introspection = Some(false)).await;
     for query in [
         "{ __schema { types { name } } }",
         "{ __type(name: \"User\") { name } }",

@@ -67,10 +67,17 @@ async fn the_example_app_keeps_the_refresh_token_away_from_javascript(backend: B
         .to_owned();
     let origin = format!("http://127.0.0.1:{port}");
     let cors = origin.clone();
+    // The app sends document ids only, from the manifest GraphQL Code
+    // Generator wrote beside its typed documents: the server runs those
+    // and nothing else.
+    let manifest =
+        std::path::Path::new(&root).join("examples/web/src/gql/persisted-documents.json");
     let app = spawn_with(backend, move |c| {
         c.cookie.refresh_cookie = true;
         c.cookie.refresh_cookie_only = true;
         c.cors_origins = vec![cors];
+        c.trusted_documents = Some(manifest);
+        c.trusted_documents_only = true;
     })
     .await;
     let api = app.url("/graphql");

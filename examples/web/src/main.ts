@@ -2,7 +2,6 @@
 // token lives in authql's HttpOnly cookie, which this code never sees:
 // a reload signs in again silently through `refreshSession`.
 import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
-import { print } from "graphql";
 import {
   MeDocument,
   RefreshSessionDocument,
@@ -26,7 +25,10 @@ async function call<R, V>(document: TypedDocumentNode<R, V>, variables?: V): Pro
     method: "POST",
     credentials: "include",
     headers,
-    body: JSON.stringify({ query: print(document), variables }),
+    // The document by its id in the manifest codegen wrote
+    // (src/gql/persisted-documents.json): authql runs it from there, and
+    // with AUTHQL_TRUSTED_DOCUMENTS_ONLY runs nothing else.
+    body: JSON.stringify({ documentId: `sha256:${(document as { __meta__?: { hash: string } }).__meta__?.hash}`, variables }),
   });
   const body = await response.json();
   if (body.errors?.length) throw new Error(`${body.errors[0].extensions?.code}: ${body.errors[0].message}`);
