@@ -1,7 +1,8 @@
 //! The ceiling for `me`: the same essential work without a GraphQL engine.
 //! Verify the HS256 access token (same checks: alg, typ, kid-free lookup,
-//! iss, aud, exp), load the user and their cars from the same SQLite file,
-//! answer JSON. Whatever authql spends beyond this is the price of its
+//! iss, aud, exp), load the user and their cars from the same database
+//! (the SQLite file, or the PostgreSQL database, with a pool of the same
+//! size), answer JSON. Whatever authql spends beyond this is the price of its
 //! layers (GraphQL parsing, validation, execution, DataLoader, policy).
 
 use std::net::SocketAddr;
@@ -14,8 +15,9 @@ use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::SqlitePool;
+use sqlx::{PgPool, SqlitePool};
 
 #[derive(clap::Parser, Clone)]
 pub struct Args {
@@ -35,9 +37,15 @@ pub struct Args {
 }
 
 #[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Clone)]
 struct Ceiling {
     session_check: bool,
-    pool: SqlitePool,
+    pool: Pool,
     key: DecodingKey,
     validation: Validation,
 }
@@ -52,15 +60,27 @@ struct Claims {
 pub fn serve(args: Args) -> anyhow::Result<()> {
     // Same runtime shape as authql: multi-threaded, one worker per core.
     tokio::runtime::Runtime::new()?.block_on(async move {
-        let options = SqliteConnectOptions::from_str(&args.database_url)?
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .foreign_keys(true);
-        // Same pool settings as authql's SQLite store.
-        let pool = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .max_connections(args.max_connections)
-            .connect_with(options)
-            .await?;
+        let pool = if args.database_url.starts_with("postgres") {
+            // Same pool size as authql's (AUTHQL_DB_MAX_CONNECTIONS).
+            Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(args.max_connections)
+                    .connect(&args.database_url)
+                    .await?,
+            )
+        } else {
+            let options = SqliteConnectOptions::from_str(&args.database_url)?
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .foreign_keys(true);
+            // Same pool settings as authql's SQLite store.
+            Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .test_before_acquire(false)
+                    .max_connections(args.max_connections)
+                    .connect_with(options)
+                    .await?,
+            )
+        };
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&["authql"]);
         validation.set_audience(&["authql"]);
@@ -77,6 +97,11 @@ pub fn serve(args: Args) -> anyhow::Result<()> {
         axum::serve(listener, app).await?;
         Ok(())
     })
+}
+
+/// A session id as PostgreSQL's `uuid` column takes it (hyphenated text).
+fn uuid_of(sid: &str) -> Option<&str> {
+    (sid.len() == 36).then_some(sid)
 }
 
 async fn me(
@@ -97,33 +122,57 @@ async fn me(
         .map_err(|_| StatusCode::UNAUTHORIZED)?
         .claims;
     let user_id: i64 = claims.sub.parse().map_err(|_| StatusCode::UNAUTHORIZED)?;
-    // The same two reads authql makes: the user with a live session, then cars.
-    let user: Option<(i64, String, Option<String>)> = if c.session_check {
-        sqlx::query_as(
-            "SELECT u.id, u.username, u.email FROM users u JOIN sessions s ON s.user_id = u.id
-             WHERE u.id = ? AND s.id = ? AND s.revoked_at IS NULL
-               AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= ?)",
-        )
-        .bind(user_id)
-        .bind(&claims.sid)
-        .bind(claims.iat * 1000)
-        .fetch_optional(&c.pool)
-        .await
-    } else {
-        sqlx::query_as("SELECT u.id, u.username, u.email FROM users u WHERE u.id = ?")
-            .bind(user_id)
-            .fetch_optional(&c.pool)
-            .await
-    }
-    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    // The same two reads authql makes: the user with a live session, then
+    // cars; the SQL of each backend as authql's store writes it.
+    type UserRow = (i64, String, Option<String>);
+    type CarRow = (String, String, Option<i32>);
+    const CARS: &str =
+        "SELECT brand, model, year FROM cars WHERE user_id IN ($1) ORDER BY user_id, position";
+    const BY_ID: &str = "SELECT u.id, u.username, u.email FROM users u WHERE u.id = $1";
+    let error = |_| StatusCode::INTERNAL_SERVER_ERROR;
+    let (user, cars): (Option<UserRow>, Vec<CarRow>) = match &c.pool {
+        Pool::Sqlite(pool) => {
+            let user = if c.session_check {
+                sqlx::query_as(
+                    "SELECT u.id, u.username, u.email FROM users u JOIN sessions s ON s.user_id = u.id
+                     WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL
+                       AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= $3)",
+                )
+                .bind(user_id)
+                .bind(&claims.sid)
+                .bind(claims.iat * 1000)
+                .fetch_optional(pool)
+                .await
+            } else {
+                sqlx::query_as(BY_ID).bind(user_id).fetch_optional(pool).await
+            }
+            .map_err(error)?;
+            let cars = sqlx::query_as(CARS).bind(user_id).fetch_all(pool).await.map_err(error)?;
+            (user, cars)
+        }
+        Pool::Postgres(pool) => {
+            let sid = uuid_of(&claims.sid).ok_or(StatusCode::UNAUTHORIZED)?;
+            let user = if c.session_check {
+                sqlx::query_as(
+                    "SELECT u.id, u.username, u.email FROM users u JOIN sessions s ON s.user_id = u.id
+                     WHERE u.id = $1 AND s.id = $2::text::uuid AND s.revoked_at IS NULL
+                       AND (u.tokens_valid_after IS NULL
+                            OR u.tokens_valid_after <= to_timestamp($3::bigint))",
+                )
+                .bind(user_id)
+                .bind(sid)
+                .bind(claims.iat)
+                .fetch_optional(pool)
+                .await
+            } else {
+                sqlx::query_as(BY_ID).bind(user_id).fetch_optional(pool).await
+            }
+            .map_err(error)?;
+            let cars = sqlx::query_as(CARS).bind(user_id).fetch_all(pool).await.map_err(error)?;
+            (user, cars)
+        }
+    };
     let (id, username, email) = user.ok_or(StatusCode::UNAUTHORIZED)?;
-    let cars: Vec<(String, String, Option<i32>)> = sqlx::query_as(
-        "SELECT brand, model, year FROM cars WHERE user_id IN (?) ORDER BY user_id, position",
-    )
-    .bind(id)
-    .fetch_all(&c.pool)
-    .await
-    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     let cars: Vec<Value> = cars
         .into_iter()
         .map(|(brand, model, year)| json!({ "brand": brand, "model": model, "year": year }))
@@ -132,3 +181,4 @@ async fn me(
         json!({ "data": { "me": { "id": id.to_string(), "username": username, "email": email, "cars": cars } } }),
     ))
 }
+
