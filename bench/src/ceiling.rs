@@ -147,7 +147,11 @@ async fn me(
                 sqlx::query_as(BY_ID).bind(user_id).fetch_optional(pool).await
             }
             .map_err(error)?;
-            let cars = sqlx::query_as(CARS).bind(user_id).fetch_all(pool).await.map_err(error)?;
+            let cars = sqlx::query_as(CARS)
+                .bind(user_id)
+                .fetch_all(pool)
+                .await
+                .map_err(error)?;
             (user, cars)
         }
         Pool::Postgres(pool) => {
@@ -168,7 +172,11 @@ async fn me(
                 sqlx::query_as(BY_ID).bind(user_id).fetch_optional(pool).await
             }
             .map_err(error)?;
-            let cars = sqlx::query_as(CARS).bind(user_id).fetch_all(pool).await.map_err(error)?;
+            let cars = sqlx::query_as(CARS)
+                .bind(user_id)
+                .fetch_all(pool)
+                .await
+                .map_err(error)?;
             (user, cars)
         }
     };
@@ -181,4 +189,3 @@ async fn me(
         json!({ "data": { "me": { "id": id.to_string(), "username": username, "email": email, "cars": cars } } }),
     ))
 }
-

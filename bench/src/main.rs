@@ -190,7 +190,13 @@ async fn gql(
     query: &str,
     variables: Value,
 ) -> anyhow::Result<Value> {
-    post(client, url, token, json!({ "query": query, "variables": variables })).await
+    post(
+        client,
+        url,
+        token,
+        json!({ "query": query, "variables": variables }),
+    )
+    .await
 }
 
 async fn post(
