@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq as _;
 
 use super::queue::{FairQueue, Full};
 use crate::config::PasswordConfig;
-use crate::domain::password_hash::{BcryptInput, Prf, StoredHash, UNUSABLE};
+use crate::domain::password_hash::{is_unusable, BcryptInput, Prf, StoredHash, UNUSABLE};
 use crate::domain::{Client, Password};
 use crate::error::AuthError;
 use crate::metrics::Metrics;
@@ -305,7 +305,9 @@ impl HashSlot<'_> {
         // An unusable password costs what an unknown login costs (one
         // argon2id verify of the dummy hash), so such accounts do not stand
         // out by answering at once; it never matches.
-        let unusable = StoredHash::parse(phc) == Ok(StoredHash::Unusable);
+        // Told from the first byte: the whole hash is read once, on the
+        // hashing thread.
+        let unusable = is_unusable(phc);
         let phc = if unusable {
             self.hasher.dummy_hash.clone()
         } else {

@@ -38,6 +38,12 @@ const B64: GeneralPurpose = GeneralPurpose::new(
 /// The stored form of a password that can never match.
 pub const UNUSABLE: &str = "!";
 
+/// Whether a stored hash is an unusable password (`!`, or Django's `!...`),
+/// told without reading the rest.
+pub fn is_unusable(stored: &str) -> bool {
+    stored.starts_with('!')
+}
+
 /// Bounds on imported hashes' costs (README, "Moving in"), so that one
 /// sign-in against any stored hash takes at most about a second of one
 /// hashing thread and 256 MiB.
@@ -157,7 +163,7 @@ impl StoredHash {
     /// Reads a stored hash (what the `password_hash` column and an authql
     /// export hold), checking its costs.
     pub fn parse(stored: &str) -> Result<Self, HashError> {
-        if stored.starts_with('!') {
+        if is_unusable(stored) {
             return Ok(StoredHash::Unusable);
         }
         let hash = if let Some(rest) = stored.strip_prefix("$django-bcrypt-sha256") {

@@ -242,14 +242,19 @@ async fn import_batch(
     let now = Utc::now();
     let lines: Vec<u64> = records.iter().map(|r| r.line).collect();
     let mut invalid = Vec::new();
-    let mut valid: Vec<(u64, String, ImportedUser)> = Vec::with_capacity(records.len());
+    // The valid users and where each came from, side by side: the planner
+    // and the store take the users as one slice.
+    let mut users: Vec<ImportedUser> = Vec::with_capacity(records.len());
+    let mut origins: Vec<(u64, String)> = Vec::with_capacity(records.len());
     for record in records {
         match record.account.and_then(|a| a.validate(rules, now)) {
-            Ok(user) => valid.push((record.line, record.key, user)),
+            Ok(user) => {
+                users.push(user);
+                origins.push((record.line, record.key));
+            }
             Err(skip) => invalid.push((record.line, record.key, skip)),
         }
     }
-    let users: Vec<ImportedUser> = valid.iter().map(|(_, _, u)| u.clone()).collect();
     for _ in 0..CONFLICT_RETRIES {
         let (keys, ids, car_ids) = lookup_keys(&users);
         let existing = store.existing(&keys, &ids, &car_ids).await?;
@@ -268,7 +273,7 @@ async fn import_batch(
         };
         let mut take = Vec::new();
         let mut stop_at = None;
-        for ((line, key, user), decision) in valid.iter().zip(decisions) {
+        for (((line, key), user), decision) in origins.iter().zip(&users).zip(decisions) {
             match decision {
                 Ok(()) => take.push(user),
                 Err(skip) if skip.reason == SkipReason::AlreadyImported => outcome.already += 1,
