@@ -5,12 +5,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use async_graphql::dataloader::DataLoader;
 use authql::app::Services;
 use authql::config::{Secret, ServeConfig};
 use authql::domain::Client;
 use authql::domain::{CarForm, Password, SignUpForm, SignUpRules};
-use authql::graphql::CarLoader;
+use authql::graphql::Loaders;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 const ME: &str = "{ me { id username email cars { brand model year } } }";
@@ -90,10 +89,7 @@ fn micro(c: &mut Criterion) {
             let request = async_graphql::Request::new(ME)
                 .data(viewer.clone())
                 .data(client.clone())
-                .data(DataLoader::new(
-                    CarLoader::new(services.accounts.clone()),
-                    tokio::spawn,
-                ));
+                .data(Loaders::new(services.accounts.clone()));
             let response = services.schema.execute(request).await;
             assert!(response.errors.is_empty(), "{:?}", response.errors);
             response

@@ -1,10 +1,11 @@
-//! DataLoaders, built once per HTTP request: every `User.cars` of one
-//! response is fetched by one query.
+//! DataLoaders, at most one per HTTP request and built on first use: every
+//! `User.cars` of one response is fetched by one query, and a request that
+//! reads no cars that way (`me` reads them with the user) builds none.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use async_graphql::dataloader::Loader;
+use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::ErrorExtensions as _;
 
 use crate::domain::account::Car;
@@ -17,6 +18,26 @@ pub struct CarLoader {
 impl CarLoader {
     pub fn new(accounts: Arc<AccountService>) -> Self {
         Self { accounts }
+    }
+}
+
+/// The request's [`CarLoader`], made when a field first needs it.
+pub struct Loaders {
+    accounts: Arc<AccountService>,
+    cars: OnceLock<DataLoader<CarLoader>>,
+}
+
+impl Loaders {
+    pub fn new(accounts: Arc<AccountService>) -> Self {
+        Self {
+            accounts,
+            cars: OnceLock::new(),
+        }
+    }
+
+    pub fn cars(&self) -> &DataLoader<CarLoader> {
+        self.cars
+            .get_or_init(|| DataLoader::new(CarLoader::new(self.accounts.clone()), tokio::spawn))
     }
 }
 

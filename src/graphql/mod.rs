@@ -23,7 +23,7 @@ pub mod trusted;
 pub use document::{
     DocumentGuard, DocumentLimits, PreparedDocument, Refusal, MAX_SELECTION_NESTING,
 };
-pub use loaders::CarLoader;
+pub use loaders::{CarLoader, Loaders};
 pub use mutation::Mutation;
 pub use policy::RequestPolicy;
 pub use query::Query;
@@ -94,9 +94,11 @@ pub fn build_schema(
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(MAX_SELECTION_NESTING)
         .extension(RequestPolicy::new(metrics));
-    if !introspection {
-        schema = schema.disable_introspection();
-    }
+    schema = if introspection {
+        schema.extension(policy::IntrospectionFilter)
+    } else {
+        schema.disable_introspection()
+    };
     schema.finish()
 }
 

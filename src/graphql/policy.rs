@@ -4,9 +4,10 @@
 //!   coercion during execution (`GRAPHQL_VALIDATION_FAILED`; resolvers'
 //!   own errors, `INTERNAL` included, always carry their code);
 //! - records request count and latency per root operation;
-//! - keeps introspection to the types the schema uses: async-graphql lists
-//!   every built-in scalar, `schema.graphql` (like graphql-js) only the
-//!   ones referenced, and the two must agree type for type.
+//! - keeps introspection to the types the schema uses
+//!   ([`IntrospectionFilter`]): async-graphql lists every built-in scalar,
+//!   `schema.graphql` (like graphql-js) only the ones referenced, and the
+//!   two must agree type for type.
 //!
 //! The document itself was checked before the engine saw it
 //! ([`super::DocumentGuard`]); its summary rides along in the request data.
@@ -113,7 +114,21 @@ impl Extension for PolicyExtension {
         *lock(&self.operation) = label;
         next.run(ctx, operation_name).await
     }
+}
 
+/// Keeps introspection to the types the schema uses. Installed only when
+/// introspection is on: a field hook runs for every field of every request,
+/// and without introspection there is nothing for it to filter.
+pub struct IntrospectionFilter;
+
+impl ExtensionFactory for IntrospectionFilter {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(IntrospectionFilter)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for IntrospectionFilter {
     async fn resolve(
         &self,
         ctx: &ExtensionContext<'_>,

@@ -9,7 +9,7 @@ use async_graphql::{
 use chrono::{SecondsFormat, Utc};
 use std::sync::Arc;
 
-use super::loaders::CarLoader;
+use super::loaders::Loaders;
 use crate::domain::account;
 use crate::domain::profile::{Change, ProfileForm};
 use crate::domain::{CarForm, Password, SignUpForm};
@@ -146,8 +146,8 @@ impl User {
         if let Some(cars) = &self.cars {
             return Ok(cars.clone());
         }
-        let loader = request_data::<async_graphql::dataloader::DataLoader<CarLoader>>(ctx)?;
-        let cars = loader.load_one(self.key).await?.unwrap_or_default();
+        let loaders = request_data::<Loaders>(ctx)?;
+        let cars = loaders.cars().load_one(self.key).await?.unwrap_or_default();
         Ok(cars.into_iter().map(Car::from).collect())
     }
 }

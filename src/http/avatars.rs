@@ -2,6 +2,8 @@
 //! (an `<img>` sends no bearer token) and named by their content hash, so
 //! each URL's bytes never change and may be cached for a year.
 
+use std::sync::Arc;
+
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -18,7 +20,7 @@ pub struct AvatarQuery {
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     file: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,

@@ -39,7 +39,9 @@ pub fn page() -> Response {
 
 /// The playground, unless introspection is off (with trusted documents
 /// only, unless switched on explicitly): it could not work then.
-pub async fn index(axum::extract::State(state): axum::extract::State<super::AppState>) -> Response {
+pub async fn index(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<super::AppState>>,
+) -> Response {
     if !state.graphiql {
         return super::not_found().await;
     }

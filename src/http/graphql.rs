@@ -3,13 +3,13 @@
 //! The body is parsed here rather than by async-graphql-axum's extractor so
 //! that every malformed request gets a JSON error (HTTP 400/405/413) instead
 //! of a plain-text rejection. The caller's bearer token is decoded once into a
-//! [`Viewer`] and a DataLoader is built per request.
+//! [`Viewer`] and the request's [`Loaders`] are made per request.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::graphql::trusted::{is_introspection_only, DocumentRef, Resolved};
-use async_graphql::dataloader::DataLoader;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -22,11 +22,11 @@ use crate::domain::client::{client_address, Client};
 use crate::domain::cookie::{check_csrf, RequestOrigin, CSRF_HEADER};
 use crate::error::{with_code, BAD_REQUEST, RATE_LIMITED, UNAUTHENTICATED};
 use crate::graphql::CookieRequest;
-use crate::graphql::{CarLoader, Refusal};
+use crate::graphql::{Loaders, Refusal};
 use crate::service::Viewer;
 
 pub async fn post(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
@@ -76,7 +76,12 @@ pub async fn post(
 /// make authql buffer megabytes; and only as many bodies at once as
 /// `AUTHQL_MAX_UPLOADS`. (The bearer token is also what keeps cross-site
 /// form posts out: a form can send multipart, but not `Authorization`.)
-async fn upload(state: AppState, peer: SocketAddr, headers: HeaderMap, body: Body) -> Response {
+async fn upload(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if declared_length(&headers).is_some_and(|len| len > state.max_upload_bytes as u64) {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }
@@ -290,7 +295,7 @@ struct GetParams {
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -452,10 +457,7 @@ async fn execute(
             csrf: check_csrf(&from, &state.cors_origins),
         });
     }
-    let request = request.data(DataLoader::new(
-        CarLoader::new(state.accounts.clone()),
-        tokio::spawn,
-    ));
+    let request = request.data(Loaders::new(state.accounts.clone()));
     // Every error comes out of the engine coded (graphql::RequestPolicy).
     let mut answer = state.schema.execute(request).await;
     // Headers resolvers set (the refresh cookie).

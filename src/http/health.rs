@@ -1,5 +1,6 @@
 //! Liveness, readiness, metrics and the public signing keys (JWKS).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -16,7 +17,7 @@ pub async fn healthz() -> Response {
 }
 
 /// 200 when the database answers within two seconds, 503 otherwise.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => Json(json!({ "status": "ready" })).into_response(),
         Ok(Err(e)) => {
@@ -38,7 +39,7 @@ fn unavailable() -> Response {
         .into_response()
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -51,7 +52,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 /// The public keys that verify access tokens (RFC 7517). Empty with HS256:
 /// shared secrets are never published.
-pub async fn jwks(State(state): State<AppState>) -> Response {
+pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     (
         [(header::CACHE_CONTROL, "public, max-age=60")],
         Json(state.keys.jwks()),

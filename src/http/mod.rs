@@ -77,7 +77,7 @@ pub fn router(state: AppState, config: &RouterConfig) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/.well-known/jwks.json", get(health::jwks))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(Arc::new(state))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response));
     if !config.cors_origins.is_empty() {

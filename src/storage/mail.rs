@@ -357,7 +357,7 @@ macro_rules! mail_store {
                 .bind($crate::domain::mail::TokenPurpose::SignInCode.name())
                 .bind($crate::storage::Timestamp(now))
                 .bind(max_attempts)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await?)
             }
 
@@ -475,7 +475,7 @@ macro_rules! mail_store {
                 .bind($crate::storage::Timestamp(now))
                 .bind(id)
                 .bind(worker)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -496,7 +496,7 @@ macro_rules! mail_store {
                 .bind(reason)
                 .bind(id)
                 .bind(worker)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -518,7 +518,7 @@ macro_rules! mail_store {
                 .bind(reason)
                 .bind(id)
                 .bind(worker)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -553,7 +553,7 @@ macro_rules! mail_store {
                 )
                 .bind(Timestamp(before))
                 .bind(batch)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected();
                 let tokens = sqlx::query(
@@ -562,7 +562,7 @@ macro_rules! mail_store {
                 )
                 .bind(Timestamp(now))
                 .bind(batch)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected();
                 Ok(mails + tokens)

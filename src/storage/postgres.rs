@@ -34,6 +34,9 @@ const STATEMENT_TIMEOUT: &str = "10s";
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool: the shared statements write through `writer`, which
+    /// SQLite keeps apart ([`super::sqlite::SqliteStore`]).
+    writer: PgPool,
 }
 
 impl PostgresStore {
@@ -47,7 +50,10 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {e}"))?;
-        Ok(Self { pool })
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+        })
     }
 }
 
