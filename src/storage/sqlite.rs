@@ -1,9 +1,11 @@
 //! SQLite, the embedded default: one file, WAL journal, foreign keys on.
 //!
-//! Writers are serialised by SQLite itself. Transactions that read before
-//! they write start with `BEGIN IMMEDIATE`, so they take the write lock up
-//! front (SQLite's equivalent of locking the session row) and wait on
-//! `busy_timeout` instead of failing with SQLITE_BUSY on upgrade.
+//! Writers are serialised: in this process by the one writer connection
+//! (reads use their own pool), across processes by SQLite's lock.
+//! Transactions that read before they write start with `BEGIN IMMEDIATE`,
+//! so they take the write lock up front (SQLite's equivalent of locking the
+//! session row) and wait on `busy_timeout` for another process instead of
+//! failing with SQLITE_BUSY on upgrade.
 
 use std::path::Path;
 use std::str::FromStr;
