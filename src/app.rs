@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{keys, load_refresh_key, KeyRing, PasswordHasher, TokenService};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::ServeConfig;
+use crate::config::{Pooler, ServeConfig};
 use crate::domain::mail::{MailLinks, RetryPolicy, TokenLifetimes};
 use crate::domain::SignUpRules;
 use crate::graphql::trusted::TrustedDocuments;
@@ -359,9 +359,25 @@ pub async fn open_database(
     config: &crate::config::DatabaseConfig,
     migrate: bool,
 ) -> anyhow::Result<Arc<dyn Store>> {
+    config.validate().map_err(anyhow::Error::msg)?;
     let store = storage::connect(config).await?;
     if migrate {
-        store.migrate().await.context("applying migrations")?;
+        match (&config.direct_url, config.pooler) {
+            // Migrations hold an advisory lock for their whole session,
+            // which a transaction pooler would hand to other clients.
+            (Some(_), _) => storage::connect(&config.direct())
+                .await
+                .context("connecting to AUTHQL_DIRECT_DATABASE_URL for migrations")?
+                .migrate()
+                .await
+                .context("applying migrations")?,
+            (None, Pooler::None) => store.migrate().await.context("applying migrations")?,
+            (None, Pooler::Transaction) => anyhow::bail!(
+                "AUTHQL_DB_POOLER=transaction: migrations need a session of their own; \
+                 set AUTHQL_DIRECT_DATABASE_URL to PostgreSQL itself (not the pooler), \
+                 or set AUTHQL_NO_MIGRATE=true and run `authql migrate` against PostgreSQL"
+            ),
+        }
     }
     Ok(store)
 }

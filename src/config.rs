@@ -266,6 +266,56 @@ pub struct DatabaseConfig {
     /// How long a request waits for a free database connection before failing.
     #[arg(long = "db-acquire-timeout", env = "AUTHQL_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
+    /// What DATABASE_URL reaches: PostgreSQL itself (or a session pooler),
+    /// or a transaction pooler (PgBouncer `pool_mode = transaction`,
+    /// Supavisor's transaction port).
+    #[arg(long = "db-pooler", env = "AUTHQL_DB_POOLER", value_enum, default_value_t = Pooler::None)]
+    pub pooler: Pooler,
+    /// PostgreSQL without the pooler, for what needs a whole session:
+    /// migrations (also at `serve`'s start) and the `migrate`, `keys`,
+    /// `import` and `export` commands.
+    #[arg(long = "direct-database-url", env = "AUTHQL_DIRECT_DATABASE_URL")]
+    pub direct_url: Option<String>,
+}
+
+/// What stands between authql and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pooler {
+    /// Nothing, or a pooler that keeps a server connection per client
+    /// connection (PgBouncer's session mode).
+    None,
+    /// A pooler that lends a server connection per transaction.
+    Transaction,
+}
+
+impl DatabaseConfig {
+    /// The database for work that needs a whole session: the direct URL
+    /// when one is set, otherwise DATABASE_URL as configured.
+    pub fn direct(&self) -> DatabaseConfig {
+        match &self.direct_url {
+            Some(url) => DatabaseConfig {
+                url: url.clone(),
+                pooler: Pooler::None,
+                direct_url: None,
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let postgres = |url: &str| {
+            let url = url.trim();
+            url.starts_with("postgres:") || url.starts_with("postgresql:")
+        };
+        if self.pooler == Pooler::Transaction && !postgres(&self.url) {
+            return Err("AUTHQL_DB_POOLER=transaction needs a postgres:// DATABASE_URL".into());
+        }
+        if self.direct_url.as_deref().is_some_and(|url| !postgres(url)) {
+            return Err("AUTHQL_DIRECT_DATABASE_URL must be a postgres:// URL".into());
+        }
+        Ok(())
+    }
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/authql.db";
@@ -276,6 +326,11 @@ impl fmt::Debug for DatabaseConfig {
             .field("url", &redact_url_password(&self.url))
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("pooler", &self.pooler)
+            .field(
+                "direct_url",
+                &self.direct_url.as_deref().map(redact_url_password),
+            )
             .finish()
     }
 }
@@ -685,6 +740,7 @@ impl ServeConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        self.database.validate()?;
         if self.trusted_documents_only && self.trusted_documents.is_none() {
             return Err(
                 "AUTHQL_TRUSTED_DOCUMENTS_ONLY needs AUTHQL_TRUSTED_DOCUMENTS (a manifest)".into(),

@@ -22,13 +22,13 @@ async fn main() -> ExitCode {
         }
         Command::Migrate(config) => {
             telemetry::init(&config.log);
-            app::open_database(&config.database, true)
+            app::open_database(&config.database.direct(), true)
                 .await
                 .map(|_| tracing::info!("migrations applied"))
         }
         Command::Keys(KeysCommand::Rotate(config)) => {
             telemetry::init(&config.log);
-            match app::open_database(&config.database, true).await {
+            match app::open_database(&config.database.direct(), true).await {
                 Ok(store) => authql::auth::keys::rotate(store.as_ref(), config.jwt_algorithm)
                     .await
                     .map(|kid| println!("{kid}")),
@@ -37,7 +37,7 @@ async fn main() -> ExitCode {
         }
         Command::Keys(KeysCommand::List(config)) => {
             telemetry::init(&config.log);
-            match app::open_database(&config.database, true).await {
+            match app::open_database(&config.database.direct(), true).await {
                 Ok(store) => store.signing_keys().await.map_err(Into::into).map(|keys| {
                     for key in keys {
                         println!(
@@ -57,7 +57,7 @@ async fn main() -> ExitCode {
         }
         Command::Import(config) => {
             telemetry::init(&config.log);
-            let ended = match app::open_database(&config.database, true).await {
+            let ended = match app::open_database(&config.database.direct(), true).await {
                 Ok(store) => transfer::import(config, store).await,
                 Err(e) => Err(e),
             };
@@ -65,7 +65,7 @@ async fn main() -> ExitCode {
         }
         Command::Export(config) => {
             telemetry::init(&config.log);
-            let ended = match app::open_database(&config.database, true).await {
+            let ended = match app::open_database(&config.database.direct(), true).await {
                 Ok(store) => transfer::export(config, store).await,
                 Err(e) => Err(e),
             };

@@ -348,7 +348,8 @@ macro_rules! mail_store {
                 now: chrono::DateTime<chrono::Utc>,
                 max_attempts: i32,
             ) -> Result<Option<Vec<u8>>, $crate::storage::StoreError> {
-                Ok(sqlx::query_scalar(
+                let mut conn = self.writing().await?;
+                let value = sqlx::query_scalar(
                     "UPDATE mail_tokens SET failed_attempts = failed_attempts + 1
                      WHERE user_id = $1 AND purpose = $2 AND expires_at > $3 AND failed_attempts < $4
                      RETURNING token_hash",
@@ -357,8 +358,10 @@ macro_rules! mail_store {
                 .bind($crate::domain::mail::TokenPurpose::SignInCode.name())
                 .bind($crate::storage::Timestamp(now))
                 .bind(max_attempts)
-                .fetch_optional(&self.writer)
-                .await?)
+                .fetch_optional(&mut *conn)
+                .await?;
+                conn.done().await?;
+                Ok(value)
             }
 
             #[tracing::instrument(level = "debug", skip_all)]
@@ -467,6 +470,7 @@ macro_rules! mail_store {
                 worker: &str,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::storage::StoreError> {
+                let mut conn = self.writing().await?;
                 sqlx::query(
                     "UPDATE mail_outbox SET sent_at = $1, claimed_until = NULL, last_error = NULL,
                          body_text = NULL, body_html = NULL, link = NULL
@@ -475,8 +479,9 @@ macro_rules! mail_store {
                 .bind($crate::storage::Timestamp(now))
                 .bind(id)
                 .bind(worker)
-                .execute(&self.writer)
+                .execute(&mut *conn)
                 .await?;
+                conn.done().await?;
                 Ok(())
             }
 
@@ -488,6 +493,7 @@ macro_rules! mail_store {
                 at: chrono::DateTime<chrono::Utc>,
                 reason: &str,
             ) -> Result<(), $crate::storage::StoreError> {
+                let mut conn = self.writing().await?;
                 sqlx::query(
                     "UPDATE mail_outbox SET next_attempt_at = $1, claimed_until = NULL, last_error = $2
                      WHERE id = $3 AND claimed_by = $4 AND sent_at IS NULL",
@@ -496,8 +502,9 @@ macro_rules! mail_store {
                 .bind(reason)
                 .bind(id)
                 .bind(worker)
-                .execute(&self.writer)
+                .execute(&mut *conn)
                 .await?;
+                conn.done().await?;
                 Ok(())
             }
 
@@ -509,6 +516,7 @@ macro_rules! mail_store {
                 now: chrono::DateTime<chrono::Utc>,
                 reason: &str,
             ) -> Result<(), $crate::storage::StoreError> {
+                let mut conn = self.writing().await?;
                 sqlx::query(
                     "UPDATE mail_outbox SET failed_at = $1, claimed_until = NULL, last_error = $2,
                          body_text = NULL, body_html = NULL, link = NULL
@@ -518,8 +526,9 @@ macro_rules! mail_store {
                 .bind(reason)
                 .bind(id)
                 .bind(worker)
-                .execute(&self.writer)
+                .execute(&mut *conn)
                 .await?;
+                conn.done().await?;
                 Ok(())
             }
 
@@ -546,6 +555,7 @@ macro_rules! mail_store {
                 now: chrono::DateTime<chrono::Utc>,
                 batch: i64,
             ) -> Result<u64, $crate::storage::StoreError> {
+                let mut conn = self.writing().await?;
                 use $crate::storage::Timestamp;
                 let mails = sqlx::query(
                     "DELETE FROM mail_outbox WHERE id IN (
@@ -553,7 +563,7 @@ macro_rules! mail_store {
                 )
                 .bind(Timestamp(before))
                 .bind(batch)
-                .execute(&self.writer)
+                .execute(&mut *conn)
                 .await?
                 .rows_affected();
                 let tokens = sqlx::query(
@@ -562,9 +572,10 @@ macro_rules! mail_store {
                 )
                 .bind(Timestamp(now))
                 .bind(batch)
-                .execute(&self.writer)
+                .execute(&mut *conn)
                 .await?
                 .rows_affected();
+                conn.done().await?;
                 Ok(mails + tokens)
             }
         }

@@ -35,6 +35,46 @@ pub use sqlite::SqliteStore;
 pub use transfer::{ExportedUser, TransferStore};
 pub(crate) use types::{SessionId, Timestamp};
 
+/// The connection a statement that writes runs on outside an explicit
+/// transaction. Directly on the database, a pooled connection; behind a
+/// transaction pooler (`AUTHQL_DB_POOLER=transaction`), a transaction that
+/// [`Writing::done`] commits, because such a pooler lends its server
+/// connection per transaction and a write must be committed before it is
+/// acknowledged.
+pub(crate) enum Writing<DB: sqlx::Database> {
+    Connection(sqlx::pool::PoolConnection<DB>),
+    Transaction(sqlx::Transaction<'static, DB>),
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for Writing<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        match self {
+            Writing::Connection(c) => c,
+            Writing::Transaction(t) => t,
+        }
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for Writing<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        match self {
+            Writing::Connection(c) => c,
+            Writing::Transaction(t) => t,
+        }
+    }
+}
+
+impl<DB: sqlx::Database> Writing<DB> {
+    /// The writes are done: committed, when they ran in a transaction.
+    pub(crate) async fn done(self) -> Result<(), StoreError> {
+        if let Writing::Transaction(t) = self {
+            t.commit().await?;
+        }
+        Ok(())
+    }
+}
+
 /// What storage reports. Services turn `Conflict` into the field errors it
 /// means (`TAKEN`); every other variant becomes `INTERNAL`, its detail only
 /// in the log.

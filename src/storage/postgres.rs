@@ -21,7 +21,7 @@ use super::{
     Credentials, NewAccount, NewSession, Refusal, Rotation, RotationOutcome, SecurityEvent,
     SessionId, Store, StoreError, StoredKey, Taken,
 };
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, Pooler};
 use crate::domain::account::{Car, User};
 use crate::domain::audit::EventKind;
 use crate::domain::rotation::{plan_rotation, RotationPlan, TokenState};
@@ -30,31 +30,126 @@ use crate::domain::throttle::{plan_login_attempt, LoginDecision, LoginPolicy, Lo
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// No statement may hold a connection (and its locks) for longer than this.
-const STATEMENT_TIMEOUT: &str = "10s";
+macro_rules! statement_timeout {
+    () => {
+        "10s"
+    };
+}
+const STATEMENT_TIMEOUT: &str = statement_timeout!();
+
+/// How every transaction opens behind a transaction pooler. The statement
+/// timeout is set for the transaction (a pooler refuses or drops the
+/// startup option that sets it for a session), and the prepared statements
+/// an earlier client left on the server connection the pooler lends are
+/// dropped: sqlx names its statements per client connection (`sqlx_s_1`,
+/// ...), so two of ours would otherwise meet on one server connection.
+const POOLED_BEGIN: &str = concat!(
+    "BEGIN; SET LOCAL statement_timeout = '",
+    statement_timeout!(),
+    "'; DEALLOCATE ALL"
+);
 
 pub struct PostgresStore {
+    /// Reads. Behind a transaction pooler each use of a connection is one
+    /// transaction ([`pin_to_server`]), so that a statement's two round
+    /// trips (sqlx prepares, then binds and executes) reach one server
+    /// connection.
     pool: PgPool,
-    /// The same pool: the shared statements write through `writer`, which
-    /// SQLite keeps apart ([`super::sqlite::SqliteStore`]).
-    writer: PgPool,
+    /// Explicit transactions and [`super::Writing`]: `pool` itself, or
+    /// behind a transaction pooler a pool without `pool`'s hooks, whose
+    /// transactions open with [`POOLED_BEGIN`].
+    transactions: PgPool,
+    pooler: Pooler,
 }
 
 impl PostgresStore {
     pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(config.url.trim())?
-            .application_name("authql")
-            .options([("statement_timeout", STATEMENT_TIMEOUT)]);
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(config.acquire_timeout)
-            .connect_with(options)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {e}"))?;
-        Ok(Self {
-            writer: pool.clone(),
-            pool,
+        let options = PgConnectOptions::from_str(config.url.trim())?.application_name("authql");
+        let pool_options = || {
+            PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(config.acquire_timeout)
+        };
+        let unreachable = |e| anyhow::anyhow!("cannot connect to PostgreSQL: {e}");
+        match config.pooler {
+            Pooler::None => {
+                let options = options.options([("statement_timeout", STATEMENT_TIMEOUT)]);
+                let pool = pool_options()
+                    .connect_with(options)
+                    .await
+                    .map_err(unreachable)?;
+                Ok(Self {
+                    transactions: pool.clone(),
+                    pool,
+                    pooler: Pooler::None,
+                })
+            }
+            Pooler::Transaction => {
+                // Poolers refuse startup parameters they do not know, such
+                // as sqlx's `extra_float_digits` (authql stores no floats);
+                // the statement cache would keep names across transactions.
+                let options = options.extra_float_digits(None).statement_cache_capacity(0);
+                let pool = pool_options()
+                    .after_connect(|conn, _| Box::pin(pin_to_server(conn)))
+                    .before_acquire(|conn, _| {
+                        Box::pin(async move { pin_to_server(conn).await.map(|()| true) })
+                    })
+                    .after_release(|conn, _| Box::pin(unpin(conn)))
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(unreachable)?;
+                let transactions = pool_options()
+                    .connect_with(options)
+                    .await
+                    .map_err(unreachable)?;
+                Ok(Self {
+                    pool,
+                    transactions,
+                    pooler: Pooler::Transaction,
+                })
+            }
+        }
+    }
+
+    /// An explicit transaction.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        Ok(match self.pooler {
+            Pooler::None => self.transactions.begin().await?,
+            Pooler::Transaction => self.transactions.begin_with(POOLED_BEGIN).await?,
         })
     }
+
+    async fn writing(&self) -> Result<super::Writing<Postgres>, StoreError> {
+        Ok(match self.pooler {
+            Pooler::None => super::Writing::Connection(self.pool.acquire().await?),
+            Pooler::Transaction => super::Writing::Transaction(self.begin().await?),
+        })
+    }
+}
+
+/// Opens the transaction a use of a read connection runs in, behind a
+/// transaction pooler: from here to [`unpin`] the pooler keeps this client
+/// on one server connection.
+async fn pin_to_server(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(POOLED_BEGIN).execute(conn).await.map(drop)
+}
+
+/// Ends [`pin_to_server`]'s transaction when the connection goes back to
+/// the pool. Only reads ran in it (writes run in transactions of their
+/// own, committed before they are acknowledged), so committing it and
+/// rolling it back are the same; the statements it prepared are dropped
+/// while the server connection is still this client's. A connection that
+/// cannot end its transaction is closed.
+async fn unpin(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    if sqlx::raw_sql("DEALLOCATE ALL; COMMIT")
+        .execute(&mut *conn)
+        .await
+        .is_ok()
+    {
+        return Ok(true);
+    }
+    // A failed statement aborted the transaction, and DEALLOCATE with it.
+    Ok(sqlx::raw_sql("ROLLBACK").execute(conn).await.is_ok())
 }
 
 /// PostgreSQL keeps microseconds; what we return equals what a read returns.
@@ -75,7 +170,7 @@ super::transfer_store!(
 
 impl PostgresStore {
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
-        Ok(self.pool.begin().await?)
+        self.begin().await
     }
 
     /// Moves the identity sequences past ids a batch brings (an export's),
@@ -182,30 +277,34 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let mut conn = self.writing().await?;
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
         )
         .bind(key)
         .bind(value)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
         let stored: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(key)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await?;
+        conn.done().await?;
         Ok(stored)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let mut conn = self.writing().await?;
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES ($1, $2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(key)
         .bind(value)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
+        conn.done().await?;
         Ok(())
     }
 
@@ -229,7 +328,7 @@ impl Store for PostgresStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn insert_user(&self, account: &NewAccount<'_>) -> Result<(User, Vec<Car>), StoreError> {
         let (user, now) = (account.user, micros(account.now));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (username, username_key, email, email_key, phone, name, surname,
                                 second_name, password_hash, created_at, updated_at)
@@ -322,11 +421,13 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> Result<(), StoreError> {
+        let mut conn = self.writing().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
+        conn.done().await?;
         Ok(())
     }
 
@@ -392,7 +493,7 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
         client_addr: &str,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE users SET tokens_valid_after = $1 WHERE id = $2")
             .bind(now)
             .bind(user_id)
@@ -435,7 +536,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         insert_session(&mut tx, session, session.user_id).await?;
         insert_event(
             &mut tx,
@@ -454,7 +555,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn rotate_refresh_token(&self, r: &Rotation) -> Result<RotationOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let session_id: Option<SessionId> =
             sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE token_hash = $1")
                 .bind(&r.presented_hash)
@@ -540,7 +641,7 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
         client_addr: &str,
     ) -> Result<Option<i64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let user_id: Option<i64> = sqlx::query_scalar(
             "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1)
              WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $2)
@@ -563,6 +664,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn count_hit(&self, key: &str, window_start: DateTime<Utc>) -> Result<i64, StoreError> {
+        let mut conn = self.writing().await?;
         let hits: i64 = sqlx::query_scalar(
             "INSERT INTO rate_limits (key, window_start, hits) VALUES ($1, $2, 1)
              ON CONFLICT (key) DO UPDATE SET
@@ -573,8 +675,9 @@ impl Store for PostgresStore {
         )
         .bind(key)
         .bind(window_start)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await?;
+        conn.done().await?;
         Ok(hits)
     }
 
@@ -588,7 +691,7 @@ impl Store for PostgresStore {
         // One statement creates the row if needed and locks it: concurrent
         // attempts (first ones included) queue here, and nothing can delete
         // the row between finding and locking it.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let stored: LoginStreak = sqlx::query_as::<_, StreakRow>(
             "INSERT INTO login_failures (key, failures, updated_at) VALUES ($1, 0, $2)
              ON CONFLICT (key) DO UPDATE SET key = excluded.key
@@ -618,15 +721,18 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
+        let mut conn = self.writing().await?;
         sqlx::query("DELETE FROM login_failures WHERE key = $1")
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
+        conn.done().await?;
         Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError> {
+        let mut conn = self.writing().await?;
         sqlx::query(
             "INSERT INTO security_events (at, kind, user_id, client_addr, detail)
              VALUES ($1, $2, $3, $4, $5)",
@@ -636,13 +742,15 @@ impl Store for PostgresStore {
         .bind(event.user_id)
         .bind(&event.client_addr)
         .bind(&event.detail)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
+        conn.done().await?;
         Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn record_refusal(&self, refusal: &Refusal) -> Result<(), StoreError> {
+        let mut conn = self.writing().await?;
         sqlx::query(
             "INSERT INTO security_events (at, kind, client_addr, detail, aggregate_key)
              VALUES ($1, $2, $3, $4, $5)
@@ -653,13 +761,15 @@ impl Store for PostgresStore {
         .bind(&refusal.client_bucket)
         .bind(refusal.detail)
         .bind(refusal.aggregate_key())
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
+        conn.done().await?;
         Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn cleanup(&self, cutoffs: &CleanupCutoffs) -> Result<Cleanup, StoreError> {
+        let mut conn = self.writing().await?;
         let CleanupCutoffs {
             now,
             revoked_before,
@@ -673,7 +783,7 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(revoked_before)
         .bind(batch)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         let refresh_tokens = sqlx::query(
@@ -682,7 +792,7 @@ impl Store for PostgresStore {
         )
         .bind(now)
         .bind(batch)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
         let counters = sqlx::query(
@@ -690,7 +800,7 @@ impl Store for PostgresStore {
         )
         .bind(stale_before)
         .bind(batch)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected()
             + sqlx::query(
@@ -700,7 +810,7 @@ impl Store for PostgresStore {
             .bind(stale_before)
             .bind(now)
             .bind(batch)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
         // The cutoff is the trigger's own (database clock, stored
@@ -713,9 +823,10 @@ impl Store for PostgresStore {
              ORDER BY at LIMIT $1)",
         )
         .bind(batch)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
+        conn.done().await?;
         Ok(Cleanup {
             sessions,
             refresh_tokens,
@@ -736,6 +847,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let mut conn = self.writing().await?;
         sqlx::query(
             "INSERT INTO signing_keys (kid, algorithm, material, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -743,8 +855,9 @@ impl Store for PostgresStore {
         .bind(key.algorithm.name())
         .bind(&key.material)
         .bind(key.created_at)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
+        conn.done().await?;
         Ok(())
     }
 }

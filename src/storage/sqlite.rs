@@ -148,6 +148,10 @@ super::transfer_store!(SqliteStore, Sqlite, "", "NULL", "NULL");
 impl SqliteStore {
     /// A transaction that holds SQLite's write lock from its first
     /// statement (so reads inside it decide what it writes).
+    async fn writing(&self) -> Result<super::Writing<Sqlite>, StoreError> {
+        Ok(super::Writing::Connection(self.writer.acquire().await?))
+    }
+
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }

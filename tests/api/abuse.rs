@@ -506,7 +506,7 @@ async fn refusals_are_aggregated_and_the_audit_trail_has_a_retention(backend: Ba
     // A row past retention is removed by the cleanup a sign-in triggers.
     let old = match backend {
         Backend::Sqlite => "INSERT INTO security_events (at, kind) VALUES (1000, 'sign_in')",
-        Backend::Postgres => {
+        Backend::Postgres | Backend::Pooled => {
             "INSERT INTO security_events (at, kind) VALUES (now() - interval '2 days', 'sign_in')"
         }
     };
@@ -522,7 +522,7 @@ async fn refusals_are_aggregated_and_the_audit_trail_has_a_retention(backend: Ba
     loop {
         let old_rows: i64 = sqlx::query_scalar(match backend {
             Backend::Sqlite => "SELECT COUNT(*) FROM security_events WHERE at = 1000",
-            Backend::Postgres => {
+            Backend::Postgres | Backend::Pooled => {
                 "SELECT COUNT(*) FROM security_events WHERE at < now() - interval '1 day'"
             }
         })

@@ -14,28 +14,44 @@ use tokio::task::JoinHandle;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// Which database a test runs against. Every end-to-end test runs on both
+/// Which database a test runs against. Every end-to-end test runs on each
 /// (see [`on_both_backends!`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL through PgBouncer in transaction pooling mode: the server
+    /// gets the pooler's URL with `AUTHQL_DB_POOLER=transaction` and the
+    /// cluster's own as `AUTHQL_DIRECT_DATABASE_URL`; the test itself reads
+    /// and writes the database directly.
+    Pooled,
 }
 
 impl Backend {
     /// Whether this backend can run here. PostgreSQL needs
-    /// `AUTHQL_TEST_POSTGRES_URL` (scripts/test starts a cluster and sets it);
-    /// without it the test says so loudly and passes, unless
-    /// `AUTHQL_TEST_REQUIRE_POSTGRES=1`, which makes it fail.
+    /// `AUTHQL_TEST_POSTGRES_URL` (scripts/test starts a cluster and sets
+    /// it), the pooled one `AUTHQL_TEST_PGBOUNCER_URL` as well; without them
+    /// the test says so loudly and passes, unless
+    /// `AUTHQL_TEST_REQUIRE_POSTGRES=1` (`..._PGBOUNCER=1`), which makes it
+    /// fail.
     pub fn available(self) -> bool {
-        if self == Backend::Sqlite || std::env::var("AUTHQL_TEST_POSTGRES_URL").is_ok() {
+        let needs: &[&str] = match self {
+            Backend::Sqlite => &[],
+            Backend::Postgres => &["AUTHQL_TEST_POSTGRES_URL"],
+            Backend::Pooled => &["AUTHQL_TEST_POSTGRES_URL", "AUTHQL_TEST_PGBOUNCER_URL"],
+        };
+        let Some(missing) = needs.iter().find(|name| std::env::var(name).is_err()) else {
             return true;
-        }
+        };
+        let required = match self {
+            Backend::Pooled => "AUTHQL_TEST_REQUIRE_PGBOUNCER",
+            _ => "AUTHQL_TEST_REQUIRE_POSTGRES",
+        };
         assert!(
-            std::env::var("AUTHQL_TEST_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-            "AUTHQL_TEST_REQUIRE_POSTGRES=1 but AUTHQL_TEST_POSTGRES_URL is not set"
+            std::env::var(required).as_deref() != Ok("1"),
+            "{required}=1 but {missing} is not set"
         );
-        eprintln!("SKIPPED (PostgreSQL): AUTHQL_TEST_POSTGRES_URL is not set; run scripts/test");
+        eprintln!("SKIPPED ({self:?}): {missing} is not set; run scripts/test");
         false
     }
 }
@@ -63,13 +79,26 @@ macro_rules! on_both_backends {
                 }
             )*
         }
+        mod pgbouncer {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if $crate::helpers::Backend::Pooled.available() {
+                        super::$name($crate::helpers::Backend::Pooled).await
+                    }
+                }
+            )*
+        }
     };
 }
 
 /// A throwaway database for one test: a SQLite file in a temporary folder,
 /// or a new database in the test PostgreSQL cluster.
 pub struct TestDatabase {
+    /// The database itself (the test's own reads and writes).
     pub url: String,
+    /// The same database through the transaction pooler, for the server.
+    pub pooled_url: Option<String>,
     /// Where mails go without an SMTP server (AUTHQL_MAIL_DIR).
     pub mail_dir: tempfile::TempDir,
     _dir: Option<tempfile::TempDir>,
@@ -83,6 +112,7 @@ impl TestDatabase {
                 let url = format!("sqlite://{}/authql.db", dir.path().display());
                 Arc::new(Self {
                     url,
+                    pooled_url: None,
                     mail_dir: tempfile::tempdir().expect("temp dir"),
                     _dir: Some(dir),
                 })
@@ -93,6 +123,16 @@ impl TestDatabase {
                 let url = create_postgres_database(&admin_url).await;
                 Self::at(url)
             }
+            Backend::Pooled => {
+                let admin_url =
+                    std::env::var("AUTHQL_TEST_POSTGRES_URL").expect("AUTHQL_TEST_POSTGRES_URL");
+                let url = create_postgres_database(&admin_url).await;
+                let pooled_url = pooled(&url);
+                Arc::new(Self {
+                    pooled_url: Some(pooled_url),
+                    ..Arc::into_inner(Self::at(url)).expect("new")
+                })
+            }
         }
     }
 }
@@ -102,10 +142,20 @@ impl TestDatabase {
     pub fn at(url: String) -> Arc<Self> {
         Arc::new(Self {
             url,
+            pooled_url: None,
             mail_dir: tempfile::tempdir().expect("temp dir"),
             _dir: None,
         })
     }
+}
+
+/// `url`'s database through the test pooler (`AUTHQL_TEST_PGBOUNCER_URL`,
+/// which names the pooler's `postgres` database).
+pub fn pooled(url: &str) -> String {
+    let pooler = std::env::var("AUTHQL_TEST_PGBOUNCER_URL").expect("AUTHQL_TEST_PGBOUNCER_URL");
+    let (base, _) = pooler.rsplit_once('/').expect("URL with a database name");
+    let (_, name) = url.rsplit_once('/').expect("URL with a database name");
+    format!("{base}/{name}")
 }
 
 /// Creates an empty database next to the one `admin_url` names; returns its URL.
@@ -138,6 +188,11 @@ pub fn base_config(db: &TestDatabase) -> ServeConfig {
     let mut config = ServeConfig::defaults();
     config.bind = "127.0.0.1:0".parse().expect("addr");
     config.database.url = db.url.clone();
+    if let Some(pooled) = &db.pooled_url {
+        config.database.url = pooled.clone();
+        config.database.pooler = authql::config::Pooler::Transaction;
+        config.database.direct_url = Some(db.url.clone());
+    }
     // Every test client shares 127.0.0.1: per-address limits are switched on
     // only by the tests about them.
     config.security.rate_sign_in = RateLimit::OFF;

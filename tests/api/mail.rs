@@ -797,7 +797,7 @@ async fn a_mail_claimed_by_a_crashed_sender_goes_out_when_its_lease_ends(backend
     let lease_end = now + chrono::Duration::seconds(300);
     let literal = |t: chrono::DateTime<chrono::Utc>| match backend {
         Backend::Sqlite => t.timestamp_millis().to_string(),
-        Backend::Postgres => format!("to_timestamp({})", t.timestamp()),
+        Backend::Postgres | Backend::Pooled => format!("to_timestamp({})", t.timestamp()),
     };
     let pool = app.db_pool().await;
     sqlx::query(sqlx::AssertSqlSafe(format!(

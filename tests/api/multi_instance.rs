@@ -29,9 +29,21 @@ fn s(v: &Value) -> String {
 
 #[tokio::test]
 async fn two_processes_on_one_postgres_behave_as_one_service() {
-    if !Backend::Postgres.available() {
-        return;
+    if Backend::Postgres.available() {
+        two_processes_behave_as_one_service(Backend::Postgres).await
     }
+}
+
+/// Through PgBouncer in transaction mode, whose pool for the database (4,
+/// scripts/pgbouncer) is smaller than either instance's (10).
+#[tokio::test]
+async fn two_processes_through_a_transaction_pooler_behave_as_one_service() {
+    if Backend::Pooled.available() {
+        two_processes_behave_as_one_service(Backend::Pooled).await
+    }
+}
+
+async fn two_processes_behave_as_one_service(backend: Backend) {
     let admin = std::env::var("AUTHQL_TEST_POSTGRES_URL").expect("url");
     let url = create_postgres_database(&admin).await;
     let dir = tempfile::tempdir().expect("dir");
@@ -40,7 +52,13 @@ async fn two_processes_on_one_postgres_behave_as_one_service() {
     let (a, b) = std::thread::scope(|scope| {
         let start_one = || {
             let mut cmd = authql(dir.path());
-            cmd.env("DATABASE_URL", &url);
+            if backend == Backend::Pooled {
+                cmd.env("DATABASE_URL", pooled(&url))
+                    .env("AUTHQL_DB_POOLER", "transaction")
+                    .env("AUTHQL_DIRECT_DATABASE_URL", &url);
+            } else {
+                cmd.env("DATABASE_URL", &url);
+            }
             start(&mut cmd)
         };
         let a = scope.spawn(start_one);
@@ -93,9 +111,42 @@ async fn two_processes_on_one_postgres_behave_as_one_service() {
         "the family is revoked everywhere"
     );
 
-    // One signing key, migrations applied once.
+    // Both at once, more requests than either pool has connections: every
+    // one answered, and behind the pooler PostgreSQL serves them all on the
+    // pooler's four server connections.
+    let token = s(&from_b["accessToken"]);
+    let burst = (0..40).map(|i| {
+        let (client, server, token) = (&client, if i % 2 == 0 { &a } else { &b }, &token);
+        async move { gql(client, server, Some(token), ME, json!({})).await }
+    });
+    for me in futures::future::join_all(burst).await {
+        assert_eq!(me["data"]["me"]["username"], "wanderer", "{me}");
+    }
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+    if backend == Backend::Pooled {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            // The migrations' direct connections close when their pool is dropped.
+            let servers: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("connections");
+            if servers <= 4 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{servers} server connections for a pooler pool of 4"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    // One signing key, migrations applied once.
     let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM settings WHERE key = 'jwt_hs256_key'")
         .fetch_one(&pool)
         .await

@@ -143,3 +143,45 @@ async fn the_server_fails_fast_while_postgres_is_down_and_recovers_without_resta
         "the refused sign-up left nothing behind"
     );
 }
+
+/// A statement stuck behind a lock ends at the 10 s statement timeout with
+/// a coded error, directly and through the transaction pooler (where the
+/// timeout is set per transaction: a pooler refuses the startup option).
+async fn a_statement_stuck_on_a_lock_ends_at_the_statement_timeout(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let signed = app.sign_up("patient").await;
+    let token = signed["accessToken"].as_str().expect("token").to_owned();
+    // The test holds every session row: `me`'s read waits for it.
+    let pool = app.db_pool().await;
+    let mut lock = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let started = Instant::now();
+    let me = tokio::time::timeout(Duration::from_secs(30), app.me(&token)).await;
+    let waited = started.elapsed();
+    lock.rollback().await.expect("rollback");
+    let me = me.expect("answered within 30 s: the statement timeout reached the server");
+    assert_eq!(error_code(&me), "INTERNAL", "{me}");
+    assert!(
+        waited >= Duration::from_secs(9),
+        "answered after {waited:?}"
+    );
+    // The lock gone, the same request works.
+    assert_eq!(app.me(&token).await["data"]["me"]["username"], "patient");
+}
+
+#[tokio::test]
+async fn a_statement_stuck_on_a_lock_ends_at_the_statement_timeout_on_postgres() {
+    if Backend::Postgres.available() {
+        a_statement_stuck_on_a_lock_ends_at_the_statement_timeout(Backend::Postgres).await
+    }
+}
+
+#[tokio::test]
+async fn a_statement_stuck_on_a_lock_ends_at_the_statement_timeout_through_the_pooler() {
+    if Backend::Pooled.available() {
+        a_statement_stuck_on_a_lock_ends_at_the_statement_timeout(Backend::Pooled).await
+    }
+}
