@@ -165,3 +165,65 @@ async fn two_processes_behave_as_one_service(backend: Backend) {
     assert_eq!(a.terminate(), Some(0));
     assert_eq!(b.terminate(), Some(0));
 }
+
+/// Through a transaction pooler, what needs a whole session (migrations,
+/// the CLI) takes the direct URL, and without one says so instead of
+/// failing on the pooler; `serve` with migrations off needs none.
+#[tokio::test]
+async fn behind_a_transaction_pooler_migrations_take_the_direct_url() {
+    if !Backend::Pooled.available() {
+        return;
+    }
+    let admin = std::env::var("AUTHQL_TEST_POSTGRES_URL").expect("url");
+    let url = create_postgres_database(&admin).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let pooled_cmd = |args: &[&str]| {
+        let mut cmd = authql(dir.path());
+        cmd.args(args)
+            .env("DATABASE_URL", pooled(&url))
+            .env("AUTHQL_DB_POOLER", "transaction");
+        cmd
+    };
+    for args in [&["serve"][..], &["migrate"], &["keys", "rotate"]] {
+        let output = pooled_cmd(args).output().expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} refused");
+        assert!(stderr.contains("AUTHQL_DIRECT_DATABASE_URL"), "{args:?}: {stderr}");
+    }
+    let migrated = pooled_cmd(&["migrate"])
+        .env("AUTHQL_DIRECT_DATABASE_URL", &url)
+        .output()
+        .expect("runs");
+    assert!(migrated.status.success(), "{migrated:?}");
+    let rotated = pooled_cmd(&["keys", "rotate"])
+        .env("AUTHQL_DIRECT_DATABASE_URL", &url)
+        .env("AUTHQL_JWT_ALGORITHM", "EdDSA")
+        .output()
+        .expect("runs");
+    assert!(rotated.status.success(), "{rotated:?}");
+
+    let mut serve = pooled_cmd(&["serve"]);
+    serve.env("AUTHQL_NO_MIGRATE", "1");
+    let server = start(&mut serve);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let signed_up = gql(&client, &server, None, SIGN_UP, json!({ "input": {
+        "username": "pooled", "password": PASSWORD
+    }}))
+    .await;
+    assert!(signed_up["errors"].is_null(), "{signed_up}");
+    assert_eq!(server.terminate(), Some(0));
+
+    let sqlite = authql(dir.path())
+        .arg("migrate")
+        .env("AUTHQL_DB_POOLER", "transaction")
+        .output()
+        .expect("runs");
+    assert!(!sqlite.status.success());
+    assert!(
+        String::from_utf8_lossy(&sqlite.stderr).contains("needs a postgres:// DATABASE_URL"),
+        "{sqlite:?}"
+    );
+}
