@@ -90,6 +90,9 @@ impl PostgresStore {
                 // the statement cache would keep names across transactions.
                 let options = options.extra_float_digits(None).statement_cache_capacity(0);
                 let pool = pool_options()
+                    // The hook's BEGIN tests the connection: a dead one
+                    // fails it and is replaced, without a ping's round trip.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| Box::pin(pin_to_server(conn)))
                     .before_acquire(|conn, _| {
                         Box::pin(async move { pin_to_server(conn).await.map(|()| true) })
