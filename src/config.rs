@@ -311,8 +311,16 @@ impl DatabaseConfig {
         if self.pooler == Pooler::Transaction && !postgres(&self.url) {
             return Err("AUTHQL_DB_POOLER=transaction needs a postgres:// DATABASE_URL".into());
         }
-        if self.direct_url.as_deref().is_some_and(|url| !postgres(url)) {
-            return Err("AUTHQL_DIRECT_DATABASE_URL must be a postgres:// URL".into());
+        if let Some(direct) = &self.direct_url {
+            // A leftover direct URL beside a SQLite DATABASE_URL would
+            // migrate (and `import` into) another database than the one served.
+            if !postgres(&self.url) || !postgres(direct) {
+                return Err(
+                    "AUTHQL_DIRECT_DATABASE_URL is PostgreSQL's own address beside a postgres:// \
+                     DATABASE_URL (a pooler's); both must be postgres:// URLs"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }
@@ -1043,6 +1051,42 @@ mod tests {
         assert!(
             !format!("{c:?}").contains("short"),
             "secret leaked into Debug"
+        );
+    }
+
+    #[test]
+    fn pooler_settings_need_postgres_urls() {
+        let database = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["authql", "serve"], args].concat()).expect("parses");
+            let Some(Command::Serve(c)) = cli.command else {
+                panic!("serve subcommand expected")
+            };
+            c.database.validate()
+        };
+        let pg = "postgres://u:secret@pooler:6432/db";
+        let direct = "postgres://u:secret@db:5432/db";
+        assert!(database(&["--database-url", pg, "--db-pooler", "transaction"]).is_ok());
+        assert!(database(&["--db-pooler", "transaction"]).is_err(), "SQLite");
+        let both = ["--database-url", pg, "--direct-database-url", direct];
+        assert!(database(&both).is_ok());
+        // A leftover direct URL must not send migrations elsewhere than the served file.
+        assert!(database(&["--direct-database-url", direct]).is_err());
+        assert!(database(&[
+            "--database-url",
+            pg,
+            "--direct-database-url",
+            "sqlite://x.db"
+        ])
+        .is_err());
+        let cli = Cli::try_parse_from([&["authql", "serve"][..], &both].concat()).expect("parses");
+        let Some(Command::Serve(c)) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(c.database.direct().url, direct);
+        assert_eq!(c.database.direct().pooler, Pooler::None);
+        assert!(
+            !format!("{:?}", c.database).contains("secret"),
+            "URLs redacted"
         );
     }
 

@@ -98,9 +98,11 @@ impl PostgresStore {
                         Box::pin(async move { pin_to_server(conn).await.map(|()| true) })
                     })
                     .after_release(|conn, _| Box::pin(unpin(conn)))
-                    .connect_with(options.clone())
-                    .await
-                    .map_err(unreachable)?;
+                    .connect_lazy_with(options.clone());
+                // The first connection, as sqlx's `connect_with` would make
+                // it, but given back through `after_release`: `connect_with`
+                // returns it without, leaving its transaction open.
+                drop(pool.acquire().await.map_err(unreachable)?);
                 let transactions = pool_options()
                     .connect_with(options)
                     .await
@@ -141,8 +143,11 @@ async fn pin_to_server(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// the pool. Only reads ran in it (writes run in transactions of their
 /// own, committed before they are acknowledged), so committing it and
 /// rolling it back are the same; the statements it prepared are dropped
-/// while the server connection is still this client's. A connection that
-/// cannot end its transaction is closed.
+/// while the server connection is still this client's. After a failed
+/// statement the transaction is aborted and refuses `DEALLOCATE`: it is
+/// rolled back and its statements stay on the server connection until the
+/// next [`POOLED_BEGIN`] there drops them. A connection that cannot end
+/// its transaction is closed.
 async fn unpin(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
     if sqlx::raw_sql("DEALLOCATE ALL; COMMIT")
         .execute(&mut *conn)
@@ -151,7 +156,6 @@ async fn unpin(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
     {
         return Ok(true);
     }
-    // A failed statement aborted the transaction, and DEALLOCATE with it.
     Ok(sqlx::raw_sql("ROLLBACK").execute(conn).await.is_ok())
 }
 

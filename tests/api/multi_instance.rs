@@ -188,7 +188,10 @@ async fn behind_a_transaction_pooler_migrations_take_the_direct_url() {
         let output = pooled_cmd(args).output().expect("runs");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} refused");
-        assert!(stderr.contains("AUTHQL_DIRECT_DATABASE_URL"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("AUTHQL_DIRECT_DATABASE_URL"),
+            "{args:?}: {stderr}"
+        );
     }
     let migrated = pooled_cmd(&["migrate"])
         .env("AUTHQL_DIRECT_DATABASE_URL", &url)
@@ -209,9 +212,15 @@ async fn behind_a_transaction_pooler_migrations_take_the_direct_url() {
         .no_proxy()
         .build()
         .expect("client");
-    let signed_up = gql(&client, &server, None, SIGN_UP, json!({ "input": {
-        "username": "pooled", "password": PASSWORD
-    }}))
+    let signed_up = gql(
+        &client,
+        &server,
+        None,
+        SIGN_UP,
+        json!({ "input": {
+            "username": "pooled", "password": PASSWORD
+        }}),
+    )
     .await;
     assert!(signed_up["errors"].is_null(), "{signed_up}");
     assert_eq!(server.terminate(), Some(0));
