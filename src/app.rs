@@ -63,7 +63,11 @@ impl Services {
             )
             .await?;
 
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        if let Some(stats) = store.replica_stats() {
+            metrics.watch_replica(stats);
+        }
+        let metrics = Arc::new(metrics);
         let mailer = Arc::new(Mailer::new(
             MailTemplates::load(config.mail.mail_templates.as_deref())?,
             MailLinks::new(&config.mail_link_base()),

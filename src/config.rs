@@ -276,6 +276,14 @@ pub struct DatabaseConfig {
     /// `import` and `export` commands.
     #[arg(long = "direct-database-url", env = "AUTHQL_DIRECT_DATABASE_URL")]
     pub direct_url: Option<String>,
+    /// A streaming replica of the PostgreSQL database for pure reads (`me`
+    /// with its session check, key reloads, session lists), used while its
+    /// replay lag is at most AUTHQL_READ_MAX_LAG.
+    #[arg(long = "read-database-url", env = "AUTHQL_READ_DATABASE_URL")]
+    pub read_url: Option<String>,
+    /// The most a read may lag behind the primary on the replica.
+    #[arg(long = "read-max-lag", env = "AUTHQL_READ_MAX_LAG", default_value = "1s", value_parser = parse_duration)]
+    pub read_max_lag: Duration,
 }
 
 /// What stands between authql and PostgreSQL.
@@ -290,16 +298,21 @@ pub enum Pooler {
 
 impl DatabaseConfig {
     /// The database for work that needs a whole session: the direct URL
-    /// when one is set, otherwise DATABASE_URL as configured.
+    /// when one is set, otherwise DATABASE_URL as configured; never the
+    /// read replica (the commands write).
     pub fn direct(&self) -> DatabaseConfig {
         match &self.direct_url {
             Some(url) => DatabaseConfig {
                 url: url.clone(),
                 pooler: Pooler::None,
                 direct_url: None,
+                read_url: None,
                 ..self.clone()
             },
-            None => self.clone(),
+            None => DatabaseConfig {
+                read_url: None,
+                ..self.clone()
+            },
         }
     }
 
@@ -310,6 +323,15 @@ impl DatabaseConfig {
         };
         if self.pooler == Pooler::Transaction && !postgres(&self.url) {
             return Err("AUTHQL_DB_POOLER=transaction needs a postgres:// DATABASE_URL".into());
+        }
+        if self.read_url.is_some()
+            && !(postgres(&self.url) && self.read_url.as_deref().is_some_and(postgres))
+        {
+            return Err(
+                "AUTHQL_READ_DATABASE_URL is a replica of a postgres:// DATABASE_URL; \
+                 both must be postgres:// URLs"
+                    .into(),
+            );
         }
         if let Some(direct) = &self.direct_url {
             // A leftover direct URL beside a SQLite DATABASE_URL would
@@ -339,6 +361,11 @@ impl fmt::Debug for DatabaseConfig {
                 "direct_url",
                 &self.direct_url.as_deref().map(redact_url_password),
             )
+            .field(
+                "read_url",
+                &self.read_url.as_deref().map(redact_url_password),
+            )
+            .field("read_max_lag", &self.read_max_lag)
             .finish()
     }
 }

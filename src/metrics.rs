@@ -66,6 +66,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Publishes the read replica's lag and where its reads went.
+    pub fn watch_replica(&mut self, stats: crate::storage::replica::ReplicaStats) {
+        self.registry.register(
+            "read_replica_lag_seconds",
+            "Replay lag of AUTHQL_READ_DATABASE_URL at the last sample (-1: unknown)",
+            stats.lag_seconds,
+        );
+        self.registry.register(
+            "read_replica_reads",
+            "Reads that may go to the replica, by the server that served them and why not the replica",
+            stats.reads,
+        );
+    }
+}
+
+impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("authql");
         let requests = Family::<OperationLabels, Counter>::default();

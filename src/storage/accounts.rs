@@ -363,15 +363,20 @@ macro_rules! account_store {
                 user_id: i64,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<Vec<$crate::domain::account::Session>, $crate::storage::StoreError> {
-                let rows: Vec<$crate::storage::rows::SessionRow> = sqlx::query_as(
-                    "SELECT id, created_at, last_used_at, user_agent, client_addr FROM sessions
-                     WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
-                     ORDER BY last_used_at DESC, created_at DESC, id",
-                )
-                .bind(user_id)
-                .bind($crate::storage::Timestamp(now))
-                .fetch_all(&self.pool)
-                .await?;
+                let rows: Vec<$crate::storage::rows::SessionRow> = self
+                    .lagging_read(|pool| async move {
+                        sqlx::query_as(
+                            "SELECT id, created_at, last_used_at, user_agent, client_addr
+                             FROM sessions
+                             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
+                             ORDER BY last_used_at DESC, created_at DESC, id",
+                        )
+                        .bind(user_id)
+                        .bind($crate::storage::Timestamp(now))
+                        .fetch_all(&pool)
+                        .await
+                    }, |_| true)
+                    .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 

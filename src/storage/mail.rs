@@ -421,7 +421,7 @@ macro_rules! mail_store {
                 limit: i64,
             ) -> Result<Vec<$crate::storage::mail::QueuedMail>, $crate::storage::StoreError> {
                 use $crate::storage::Timestamp;
-                let mut tx = self.write_tx().await?;
+                let mut tx = self.housekeeping_tx().await?;
                 let rows: Vec<(i64, String, String, String, Option<String>, Option<String>, Option<String>, Timestamp, i32)> =
                     sqlx::query_as(concat!(
                         "UPDATE mail_outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1
@@ -470,7 +470,7 @@ macro_rules! mail_store {
                 worker: &str,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<(), $crate::storage::StoreError> {
-                let mut conn = self.writing().await?;
+                let mut conn = self.housekeeping_writing().await?;
                 sqlx::query(
                     "UPDATE mail_outbox SET sent_at = $1, claimed_until = NULL, last_error = NULL,
                          body_text = NULL, body_html = NULL, link = NULL
@@ -493,7 +493,7 @@ macro_rules! mail_store {
                 at: chrono::DateTime<chrono::Utc>,
                 reason: &str,
             ) -> Result<(), $crate::storage::StoreError> {
-                let mut conn = self.writing().await?;
+                let mut conn = self.housekeeping_writing().await?;
                 sqlx::query(
                     "UPDATE mail_outbox SET next_attempt_at = $1, claimed_until = NULL, last_error = $2
                      WHERE id = $3 AND claimed_by = $4 AND sent_at IS NULL",
@@ -516,7 +516,7 @@ macro_rules! mail_store {
                 now: chrono::DateTime<chrono::Utc>,
                 reason: &str,
             ) -> Result<(), $crate::storage::StoreError> {
-                let mut conn = self.writing().await?;
+                let mut conn = self.housekeeping_writing().await?;
                 sqlx::query(
                     "UPDATE mail_outbox SET failed_at = $1, claimed_until = NULL, last_error = $2,
                          body_text = NULL, body_html = NULL, link = NULL
@@ -555,7 +555,7 @@ macro_rules! mail_store {
                 now: chrono::DateTime<chrono::Utc>,
                 batch: i64,
             ) -> Result<u64, $crate::storage::StoreError> {
-                let mut conn = self.writing().await?;
+                let mut conn = self.housekeeping_writing().await?;
                 use $crate::storage::Timestamp;
                 let mails = sqlx::query(
                     "DELETE FROM mail_outbox WHERE id IN (

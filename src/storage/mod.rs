@@ -10,11 +10,13 @@
 pub mod accounts;
 pub mod mail;
 mod postgres;
+pub mod replica;
 mod rows;
 mod sqlite;
 pub mod transfer;
 mod types;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -41,37 +43,99 @@ pub(crate) use types::{SessionId, Timestamp};
 /// [`Writing::done`] commits, because such a pooler lends its server
 /// connection per transaction and a write must be committed before it is
 /// acknowledged.
-pub(crate) enum Writing<DB: sqlx::Database> {
+pub(crate) struct Writing<'s, DB: sqlx::Database> {
+    held: Held<DB>,
+    /// This instance's commit count, for a read replica ([`replica`]).
+    commits: Option<&'s AtomicU64>,
+}
+
+enum Held<DB: sqlx::Database> {
     Connection(sqlx::pool::PoolConnection<DB>),
     Transaction(sqlx::Transaction<'static, DB>),
 }
 
-impl<DB: sqlx::Database> std::ops::Deref for Writing<DB> {
-    type Target = DB::Connection;
-    fn deref(&self) -> &DB::Connection {
-        match self {
-            Writing::Connection(c) => c,
-            Writing::Transaction(t) => t,
+impl<'s, DB: sqlx::Database> Writing<'s, DB> {
+    pub(crate) fn connection(
+        c: sqlx::pool::PoolConnection<DB>,
+        commits: Option<&'s AtomicU64>,
+    ) -> Self {
+        Self {
+            held: Held::Connection(c),
+            commits,
         }
     }
-}
 
-impl<DB: sqlx::Database> std::ops::DerefMut for Writing<DB> {
-    fn deref_mut(&mut self) -> &mut DB::Connection {
-        match self {
-            Writing::Connection(c) => c,
-            Writing::Transaction(t) => t,
+    pub(crate) fn transaction(
+        t: sqlx::Transaction<'static, DB>,
+        commits: Option<&'s AtomicU64>,
+    ) -> Self {
+        Self {
+            held: Held::Transaction(t),
+            commits,
         }
     }
-}
 
-impl<DB: sqlx::Database> Writing<DB> {
     /// The writes are done: committed, when they ran in a transaction.
     pub(crate) async fn done(self) -> Result<(), StoreError> {
-        if let Writing::Transaction(t) = self {
+        if let Held::Transaction(t) = self.held {
             t.commit().await?;
         }
+        if let Some(commits) = self.commits {
+            commits.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(())
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for Writing<'_, DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        match &self.held {
+            Held::Connection(c) => c,
+            Held::Transaction(t) => t,
+        }
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for Writing<'_, DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        match &mut self.held {
+            Held::Connection(c) => c,
+            Held::Transaction(t) => t,
+        }
+    }
+}
+
+/// An explicit transaction that counts its commit ([`Writing::commits`]).
+pub(crate) struct Tx<'s, DB: sqlx::Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    commits: Option<&'s AtomicU64>,
+}
+
+impl<'s, DB: sqlx::Database> Tx<'s, DB> {
+    pub(crate) fn new(tx: sqlx::Transaction<'static, DB>, commits: Option<&'s AtomicU64>) -> Self {
+        Self { tx, commits }
+    }
+
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        if let Some(commits) = self.commits {
+            commits.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for Tx<'_, DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for Tx<'_, DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
     }
 }
 
@@ -387,6 +451,11 @@ pub trait Store: AccountStore + MailStore + TransferStore + Send + Sync + 'stati
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
     async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+
+    /// The read replica's figures, when there is one.
+    fn replica_stats(&self) -> Option<replica::ReplicaStats> {
+        None
+    }
 }
 
 /// Opens the database named by the URL: `sqlite:` (the embedded default) or

@@ -60,11 +60,29 @@ pub struct PostgresStore {
     /// transactions open with [`POOLED_BEGIN`].
     transactions: PgPool,
     pooler: Pooler,
+    /// `AUTHQL_READ_DATABASE_URL`, for reads that may lag by the bound.
+    replica: Option<super::replica::Replica>,
 }
 
 impl PostgresStore {
     pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(config.url.trim())?.application_name("authql");
+        let mut store = Self::connect_to(&config.url, config, false).await?;
+        if let Some(url) = &config.read_url {
+            // The replica's own pools (the same pooler mode), for reads
+            // only, and connected on first use: an unreachable replica must
+            // not keep the primary's reads from being served.
+            let replica = Self::connect_to(url, config, true).await?;
+            store.replica = Some(super::replica::Replica::start(
+                replica.pool,
+                store.pool.clone(),
+                config.read_max_lag,
+            ));
+        }
+        Ok(store)
+    }
+
+    async fn connect_to(url: &str, config: &DatabaseConfig, lazy: bool) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url.trim())?.application_name("authql");
         let pool_options = || {
             PgPoolOptions::new()
                 .max_connections(config.max_connections)
@@ -74,14 +92,19 @@ impl PostgresStore {
         match config.pooler {
             Pooler::None => {
                 let options = options.options([("statement_timeout", STATEMENT_TIMEOUT)]);
-                let pool = pool_options()
-                    .connect_with(options)
-                    .await
-                    .map_err(unreachable)?;
+                let pool = if lazy {
+                    pool_options().connect_lazy_with(options)
+                } else {
+                    pool_options()
+                        .connect_with(options)
+                        .await
+                        .map_err(unreachable)?
+                };
                 Ok(Self {
                     transactions: pool.clone(),
                     pool,
                     pooler: Pooler::None,
+                    replica: None,
                 })
             }
             Pooler::Transaction => {
@@ -102,33 +125,100 @@ impl PostgresStore {
                 // The first connection, as sqlx's `connect_with` would make
                 // it, but given back through `after_release`: `connect_with`
                 // returns it without, leaving its transaction open.
-                drop(pool.acquire().await.map_err(unreachable)?);
-                let transactions = pool_options()
-                    .connect_with(options)
-                    .await
-                    .map_err(unreachable)?;
+                let transactions = if lazy {
+                    pool_options().connect_lazy_with(options)
+                } else {
+                    drop(pool.acquire().await.map_err(unreachable)?);
+                    pool_options()
+                        .connect_with(options)
+                        .await
+                        .map_err(unreachable)?
+                };
                 Ok(Self {
                     pool,
                     transactions,
                     pooler: Pooler::Transaction,
+                    replica: None,
                 })
             }
         }
     }
 
     /// An explicit transaction.
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+    async fn begin(&self) -> Result<super::Tx<'_, Postgres>, StoreError> {
+        Ok(super::Tx::new(self.open().await?, self.commits()))
+    }
+
+    async fn open(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         Ok(match self.pooler {
             Pooler::None => self.transactions.begin().await?,
             Pooler::Transaction => self.transactions.begin_with(POOLED_BEGIN).await?,
         })
     }
 
-    async fn writing(&self) -> Result<super::Writing<Postgres>, StoreError> {
+    async fn writing(&self) -> Result<super::Writing<'_, Postgres>, StoreError> {
+        self.writing_counted(self.commits()).await
+    }
+
+    async fn writing_counted<'s>(
+        &'s self,
+        commits: Option<&'s std::sync::atomic::AtomicU64>,
+    ) -> Result<super::Writing<'s, Postgres>, StoreError> {
         Ok(match self.pooler {
-            Pooler::None => super::Writing::Connection(self.pool.acquire().await?),
-            Pooler::Transaction => super::Writing::Transaction(self.begin().await?),
+            Pooler::None => super::Writing::connection(self.pool.acquire().await?, commits),
+            Pooler::Transaction => super::Writing::transaction(self.open().await?, commits),
         })
+    }
+
+    /// [`Self::begin`] and [`Self::writing`] for housekeeping (the mail
+    /// outbox, expired rows), which changes nothing a read that may lag
+    /// returns: their commits do not keep this instance's reads on the
+    /// primary ([`super::replica`]), which the mail worker's claims (every
+    /// poll) would do for good.
+    async fn housekeeping_tx(&self) -> Result<super::Tx<'_, Postgres>, StoreError> {
+        Ok(super::Tx::new(self.open().await?, None))
+    }
+
+    async fn housekeeping_writing(&self) -> Result<super::Writing<'_, Postgres>, StoreError> {
+        self.writing_counted(None).await
+    }
+
+    fn commits(&self) -> Option<&std::sync::atomic::AtomicU64> {
+        self.replica.as_ref().map(|r| r.commits())
+    }
+
+    /// Runs a read that may lag (README, "Read replicas": `me`'s session
+    /// check, key reloads, session lists) on the replica while it is fresh,
+    /// otherwise on the primary, which also takes the read when the replica
+    /// fails it.
+    /// A result `usable` refuses (a session the replica does not know yet)
+    /// is read again on the primary.
+    async fn lagging_read<T, F, Fut>(
+        &self,
+        read: F,
+        usable: impl Fn(&T) -> bool,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        use super::replica::{Fallback, ReadFrom};
+        if let Some(replica) = &self.replica {
+            if replica.choose() == ReadFrom::Replica {
+                match read(replica.pool.clone()).await {
+                    Ok(value) if usable(&value) => {
+                        replica.served();
+                        return Ok(value);
+                    }
+                    Ok(_) => replica.count(Fallback::NotThere),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "read replica failed a read; reading the primary");
+                        replica.count(Fallback::ReadFailed);
+                    }
+                }
+            }
+        }
+        Ok(read(self.pool.clone()).await?)
     }
 }
 
@@ -176,7 +266,7 @@ super::transfer_store!(
 );
 
 impl PostgresStore {
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+    async fn write_tx(&self) -> Result<super::Tx<'_, Postgres>, StoreError> {
         self.begin().await
     }
 
@@ -473,11 +563,18 @@ impl Store for PostgresStore {
                AND (u.tokens_valid_after IS NULL OR u.tokens_valid_after <= $3)"
             )
         };
-        let rows: Vec<UserWithCarRow> = sqlx::query_as(sql)
-            .bind(user_id)
-            .bind(SessionId(session_id.to_owned()))
-            .bind(issued_at)
-            .fetch_all(&self.pool)
+        let rows: Vec<UserWithCarRow> = self
+            .lagging_read(
+                |pool| async move {
+                    sqlx::query_as(sql)
+                        .bind(user_id)
+                        .bind(SessionId(session_id.to_owned()))
+                        .bind(issued_at)
+                        .fetch_all(&pool)
+                        .await
+                },
+                |rows: &Vec<UserWithCarRow>| !rows.is_empty(),
+            )
             .await?;
         let mut rows = rows.into_iter();
         let Some(first) = rows.next() else {
@@ -776,7 +873,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn cleanup(&self, cutoffs: &CleanupCutoffs) -> Result<Cleanup, StoreError> {
-        let mut conn = self.writing().await?;
+        let mut conn = self.housekeeping_writing().await?;
         let CleanupCutoffs {
             now,
             revoked_before,
@@ -842,13 +939,25 @@ impl Store for PostgresStore {
         })
     }
 
+    fn replica_stats(&self) -> Option<super::replica::ReplicaStats> {
+        self.replica.as_ref().map(|r| r.stats())
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT kid, algorithm, material, created_at FROM signing_keys ORDER BY created_at, kid",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<KeyRow> = self
+            .lagging_read(
+                |pool| async move {
+                    sqlx::query_as(
+                        "SELECT kid, algorithm, material, created_at FROM signing_keys
+                     ORDER BY created_at, kid",
+                    )
+                    .fetch_all(&pool)
+                    .await
+                },
+                |keys: &Vec<KeyRow>| !keys.is_empty(),
+            )
+            .await?;
         rows.into_iter().map(StoredKey::try_from).collect()
     }
 

@@ -148,8 +148,33 @@ super::transfer_store!(SqliteStore, Sqlite, "", "NULL", "NULL");
 impl SqliteStore {
     /// A transaction that holds SQLite's write lock from its first
     /// statement (so reads inside it decide what it writes).
-    async fn writing(&self) -> Result<super::Writing<Sqlite>, StoreError> {
-        Ok(super::Writing::Connection(self.writer.acquire().await?))
+    /// No replica to tell housekeeping from other writes for.
+    async fn housekeeping_writing(&self) -> Result<super::Writing<'_, Sqlite>, StoreError> {
+        self.writing().await
+    }
+
+    async fn housekeeping_tx(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        self.write_tx().await
+    }
+
+    /// Reads that may lag on PostgreSQL's replica: here, the read pool.
+    async fn lagging_read<T, F, Fut>(
+        &self,
+        read: F,
+        _usable: impl Fn(&T) -> bool,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(SqlitePool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        Ok(read(self.pool.clone()).await?)
+    }
+
+    async fn writing(&self) -> Result<super::Writing<'_, Sqlite>, StoreError> {
+        Ok(super::Writing::connection(
+            self.writer.acquire().await?,
+            None,
+        ))
     }
 
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {

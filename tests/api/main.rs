@@ -15,6 +15,7 @@ mod mail;
 mod multi_instance;
 mod outage;
 mod process;
+mod replica;
 mod security;
 mod sign_in;
 mod sign_up;
