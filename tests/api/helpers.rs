@@ -128,16 +128,22 @@ impl TestDatabase {
                     std::env::var("AUTHQL_TEST_POSTGRES_URL").expect("AUTHQL_TEST_POSTGRES_URL");
                 let url = create_postgres_database(&admin_url).await;
                 let pooled_url = pooled(&url);
-                Arc::new(Self {
-                    pooled_url: Some(pooled_url),
-                    ..Arc::into_inner(Self::at(url)).expect("new")
-                })
+                Self::pooled_at(url, pooled_url)
             }
         }
     }
 }
 
 impl TestDatabase {
+    /// An existing database that servers reach through a transaction
+    /// pooler at `pooled_url`.
+    pub fn pooled_at(url: String, pooled_url: String) -> Arc<Self> {
+        Arc::new(Self {
+            pooled_url: Some(pooled_url),
+            ..Arc::into_inner(Self::at(url)).expect("new")
+        })
+    }
+
     /// An existing database (for tests that bring their own server).
     pub fn at(url: String) -> Arc<Self> {
         Arc::new(Self {
