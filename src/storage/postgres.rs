@@ -170,11 +170,12 @@ impl PostgresStore {
         })
     }
 
-    /// [`Self::begin`] and [`Self::writing`] for housekeeping (the mail
-    /// outbox, expired rows), which changes nothing a read that may lag
-    /// returns: their commits do not keep this instance's reads on the
-    /// primary ([`super::replica`]), which the mail worker's claims (every
-    /// poll) would do for good.
+    /// [`Self::begin`] and [`Self::writing`] for writes that change
+    /// nothing a read that may lag returns (the mail outbox, expired rows,
+    /// rate-limit counters, sign-in streaks, the audit trail): their commits
+    /// do not keep this instance's reads on the primary
+    /// ([`super::replica`]), which the mail worker's claims (every poll)
+    /// and every request's counters would otherwise do for good.
     async fn housekeeping_tx(&self) -> Result<super::Tx<'_, Postgres>, StoreError> {
         Ok(super::Tx::new(self.open().await?, None))
     }
@@ -768,7 +769,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn count_hit(&self, key: &str, window_start: DateTime<Utc>) -> Result<i64, StoreError> {
-        let mut conn = self.writing().await?;
+        let mut conn = self.housekeeping_writing().await?;
         let hits: i64 = sqlx::query_scalar(
             "INSERT INTO rate_limits (key, window_start, hits) VALUES ($1, $2, 1)
              ON CONFLICT (key) DO UPDATE SET
@@ -795,7 +796,7 @@ impl Store for PostgresStore {
         // One statement creates the row if needed and locks it: concurrent
         // attempts (first ones included) queue here, and nothing can delete
         // the row between finding and locking it.
-        let mut tx = self.begin().await?;
+        let mut tx = self.housekeeping_tx().await?;
         let stored: LoginStreak = sqlx::query_as::<_, StreakRow>(
             "INSERT INTO login_failures (key, failures, updated_at) VALUES ($1, 0, $2)
              ON CONFLICT (key) DO UPDATE SET key = excluded.key
@@ -825,7 +826,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
-        let mut conn = self.writing().await?;
+        let mut conn = self.housekeeping_writing().await?;
         sqlx::query("DELETE FROM login_failures WHERE key = $1")
             .bind(key)
             .execute(&mut *conn)
@@ -836,7 +837,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn record_event(&self, event: &SecurityEvent) -> Result<(), StoreError> {
-        let mut conn = self.writing().await?;
+        let mut conn = self.housekeeping_writing().await?;
         sqlx::query(
             "INSERT INTO security_events (at, kind, user_id, client_addr, detail)
              VALUES ($1, $2, $3, $4, $5)",
@@ -854,7 +855,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn record_refusal(&self, refusal: &Refusal) -> Result<(), StoreError> {
-        let mut conn = self.writing().await?;
+        let mut conn = self.housekeeping_writing().await?;
         sqlx::query(
             "INSERT INTO security_events (at, kind, client_addr, detail, aggregate_key)
              VALUES ($1, $2, $3, $4, $5)
@@ -945,19 +946,14 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows: Vec<KeyRow> = self
-            .lagging_read(
-                |pool| async move {
-                    sqlx::query_as(
-                        "SELECT kid, algorithm, material, created_at FROM signing_keys
-                     ORDER BY created_at, kid",
-                    )
-                    .fetch_all(&pool)
-                    .await
-                },
-                |keys: &Vec<KeyRow>| !keys.is_empty(),
-            )
-            .await?;
+        // From the primary, not the replica: an instance that reloads after
+        // meeting an unknown key id must find the key another instance has
+        // just begun to sign with.
+        let rows: Vec<KeyRow> = sqlx::query_as(
+            "SELECT kid, algorithm, material, created_at FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter().map(StoredKey::try_from).collect()
     }
 

@@ -1,11 +1,13 @@
 //! A streaming replica of the PostgreSQL primary for pure reads
 //! (`AUTHQL_READ_DATABASE_URL`), used only while it is known to be fresh.
 //!
-//! A sampler compares the primary's WAL position with the replica's replay
-//! position every [`SAMPLE_EVERY`]. The replica is fresh while the oldest
-//! primary position it has not replayed was sampled at most
-//! `AUTHQL_READ_MAX_LAG` ago. Reads go to the primary when it is not, when
-//! no sample succeeded lately, when the replica fails a read, and after
+//! A sampler notes the time, reads the primary's WAL insert position, then
+//! the replica's replay position, every [`SAMPLE_EVERY`]. Once the replica
+//! has replayed past a sampled position it holds every commit that
+//! returned before that sample's time, so it is fresh while the newest
+//! such time is at most `AUTHQL_READ_MAX_LAG` old, judged at each read
+//! (failed or slow samples only let that time age). Reads go to the
+//! primary when it is not fresh, when the replica fails a read, and after
 //! this instance commits until the replica has replayed past that commit
 //! (so an instance never reads older data than it wrote). README,
 //! "Read replicas", states the bound this gives for other instances.
@@ -23,9 +25,11 @@ use sqlx::postgres::PgPool;
 
 /// How often the replica's replay position is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
-/// A verdict older than this is no verdict (the sampler is stuck).
-const VERDICT_TTL: Duration = Duration::from_millis(300);
-/// Samples waiting for the replica to replay past them (10 s of them).
+/// A sample slower than this is abandoned (and the replica ages).
+const SAMPLE_TIMEOUT: Duration = Duration::from_millis(250);
+/// Samples waiting for the replica to replay past them; past this, a new
+/// sample is merged into the newest one (its position, the older time:
+/// the lag can only be overstated).
 const PENDING_MAX: usize = 100;
 
 /// Where one read goes, and why not to the replica.
@@ -39,7 +43,8 @@ pub enum ReadFrom {
 pub enum Fallback {
     /// The replica is further behind than the bound.
     Lagging,
-    /// The last sample failed, or is too old, or the server is no standby.
+    /// No sample succeeded lately, or the server is no standby streaming
+    /// from this primary.
     Unknown,
     /// This instance committed something the replica has not replayed.
     OwnWrite,
@@ -61,72 +66,76 @@ impl Fallback {
     }
 }
 
-/// What the last sample found.
-#[derive(Debug, Clone, Copy)]
-struct Verdict {
-    at: Instant,
-    fresh: Result<bool, ()>,
-}
-
 /// The pure part: primary positions sampled, and which of them the replica
 /// has replayed.
 #[derive(Debug, Default)]
 pub struct ReplayTracker {
-    /// (commits of this instance before the sample, primary LSN, when).
+    /// (commits of this instance before the sample, primary LSN, sample time).
     pending: VecDeque<(u64, u64, Instant)>,
 }
 
 impl ReplayTracker {
-    /// Records one sample: `commits` counted before reading `primary_lsn`,
-    /// then the replica's `replayed_lsn`. Returns the commit count now
-    /// known replayed (if any sample was passed) and the lag: how long ago
-    /// the oldest primary position not yet replayed was sampled (zero when
-    /// none is pending).
+    /// Records one sample taken at `at`: `commits` counted, then the
+    /// primary's `primary_lsn`, then the replica's `replayed_lsn`. Returns
+    /// the newest sample the replica has now replayed past, if any: its
+    /// commit count and its time (the replica holds every commit that
+    /// returned before it).
     pub fn observe(
         &mut self,
         commits: u64,
         primary_lsn: u64,
         replayed_lsn: u64,
-        now: Instant,
-    ) -> (Option<u64>, Duration) {
+        at: Instant,
+    ) -> Option<(u64, Instant)> {
         if self.pending.len() < PENDING_MAX {
-            self.pending.push_back((commits, primary_lsn, now));
+            self.pending.push_back((commits, primary_lsn, at));
+        } else if let Some(newest) = self.pending.back_mut() {
+            newest.0 = commits;
+            newest.1 = primary_lsn;
         }
-        let mut caught_up = None;
-        while let Some(&(commits, lsn, _)) = self.pending.front() {
+        let mut replayed = None;
+        while let Some(&(commits, lsn, at)) = self.pending.front() {
             if lsn > replayed_lsn {
                 break;
             }
-            caught_up = Some(commits);
+            replayed = Some((commits, at));
             self.pending.pop_front();
         }
-        let lag = self
-            .pending
-            .front()
-            .map_or(Duration::ZERO, |&(_, _, at)| now.duration_since(at));
-        (caught_up, lag)
+        replayed
     }
 }
 
-/// Where a read goes, from the last verdict and this instance's commits.
+/// What the sampler knows when a read comes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known {
+    /// The newest sample time the replica is known to hold.
+    pub replayed_at: Option<Instant>,
+    /// Whether the last sample succeeded.
+    pub last_ok: bool,
+}
+
+/// Where a read goes, from what the sampler knows and this instance's
+/// commits.
 pub fn read_from(
-    verdict: Option<(Instant, Result<bool, ()>)>,
+    known: Known,
     now: Instant,
+    max_lag: Duration,
     committed: u64,
     caught_up: u64,
 ) -> ReadFrom {
-    match verdict {
-        Some((at, Ok(true))) if now.duration_since(at) <= VERDICT_TTL => {
-            if caught_up < committed {
-                ReadFrom::Primary(Fallback::OwnWrite)
-            } else {
-                ReadFrom::Replica
-            }
-        }
-        Some((at, Ok(false))) if now.duration_since(at) <= VERDICT_TTL => {
-            ReadFrom::Primary(Fallback::Lagging)
-        }
-        _ => ReadFrom::Primary(Fallback::Unknown),
+    let fresh = known
+        .replayed_at
+        .is_some_and(|at| now.saturating_duration_since(at) <= max_lag);
+    if !fresh {
+        ReadFrom::Primary(if known.last_ok {
+            Fallback::Lagging
+        } else {
+            Fallback::Unknown
+        })
+    } else if caught_up < committed {
+        ReadFrom::Primary(Fallback::OwnWrite)
+    } else {
+        ReadFrom::Replica
     }
 }
 
@@ -155,6 +164,7 @@ pub struct ReplicaStats {
 
 pub struct Replica {
     pub pool: PgPool,
+    max_lag: Duration,
     state: Arc<State>,
     sampler: tokio::task::JoinHandle<()>,
 }
@@ -162,7 +172,7 @@ pub struct Replica {
 struct State {
     committed: AtomicU64,
     caught_up: AtomicU64,
-    verdict: Mutex<Option<Verdict>>,
+    known: Mutex<Known>,
     stats: ReplicaStats,
 }
 
@@ -172,17 +182,17 @@ impl Replica {
         let state = Arc::new(State {
             committed: AtomicU64::new(0),
             caught_up: AtomicU64::new(0),
-            verdict: Mutex::new(None),
+            known: Mutex::new(Known::default()),
             stats: ReplicaStats::default(),
         });
         let sampler = tokio::spawn(sample_forever(
             pool.clone(),
             primary,
-            max_lag,
             Arc::downgrade(&state),
         ));
         Self {
             pool,
+            max_lag,
             state,
             sampler,
         }
@@ -199,10 +209,11 @@ impl Replica {
     }
 
     pub fn choose(&self) -> ReadFrom {
-        let verdict = *lock(&self.state.verdict);
+        let known = *lock(&self.state.known);
         let choice = read_from(
-            verdict.map(|v| (v.at, v.fresh)),
+            known,
             Instant::now(),
+            self.max_lag,
             self.state.committed.load(Ordering::SeqCst),
             self.state.caught_up.load(Ordering::SeqCst),
         );
@@ -241,12 +252,7 @@ impl Drop for Replica {
     }
 }
 
-async fn sample_forever(
-    replica: PgPool,
-    primary: PgPool,
-    max_lag: Duration,
-    state: std::sync::Weak<State>,
-) {
+async fn sample_forever(replica: PgPool, primary: PgPool, state: std::sync::Weak<State>) {
     let mut tracker = ReplayTracker::default();
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -255,45 +261,65 @@ async fn sample_forever(
         let Some(state) = state.upgrade() else {
             return;
         };
+        // In this order: the time, the commits, then the positions.
+        let at = Instant::now();
         let commits = state.committed.load(Ordering::SeqCst);
-        let sampled = tokio::time::timeout(VERDICT_TTL, positions(&primary, &replica)).await;
-        let now = Instant::now();
-        let fresh = match sampled {
+        let sampled = tokio::time::timeout(SAMPLE_TIMEOUT, positions(&primary, &replica)).await;
+        let last_ok = match sampled {
             Ok(Ok((primary_lsn, replayed_lsn))) => {
-                let (caught_up, lag) = tracker.observe(commits, primary_lsn, replayed_lsn, now);
-                if let Some(commits) = caught_up {
+                if let Some((commits, replayed_at)) =
+                    tracker.observe(commits, primary_lsn, replayed_lsn, at)
+                {
                     state.caught_up.fetch_max(commits, Ordering::SeqCst);
+                    lock(&state.known).replayed_at = Some(replayed_at);
                 }
-                state.stats.lag_seconds.set(lag.as_secs_f64());
-                Ok(lag <= max_lag)
+                true
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "replica sample failed");
-                state.stats.lag_seconds.set(-1.0);
-                Err(())
+                false
             }
-            Err(_) => {
-                state.stats.lag_seconds.set(-1.0);
-                Err(())
-            }
+            Err(_) => false,
         };
-        *lock(&state.verdict) = Some(Verdict { at: now, fresh });
+        let mut known = lock(&state.known);
+        known.last_ok = last_ok;
+        let lag = match known.replayed_at {
+            Some(replayed_at) if last_ok => Instant::now().saturating_duration_since(replayed_at),
+            _ => Duration::MAX,
+        };
+        drop(known);
+        state.stats.lag_seconds.set(if lag == Duration::MAX {
+            -1.0
+        } else {
+            lag.as_secs_f64()
+        });
     }
 }
 
-/// The primary's WAL position, then the replica's replay position (in
-/// that order: what the replica replayed is compared with what the
-/// primary had before).
+/// The primary's WAL insert position, then the replica's replay position
+/// (in that order: what the replica replayed is compared with what the
+/// primary had before). The insert position, not the write position: with
+/// `synchronous_commit = off` a commit returns before its record is
+/// written. The replica counts only while it is a standby streaming from a
+/// server of this primary's system (not one left behind by a failover).
 async fn positions(primary: &PgPool, replica: &PgPool) -> anyhow::Result<(u64, u64)> {
-    let primary_lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
-        .fetch_one(primary)
-        .await?;
-    let replayed: Option<String> = sqlx::query_scalar(
-        "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END",
+    let (primary_lsn, system): (String, i64) = sqlx::query_as(
+        "SELECT pg_current_wal_insert_lsn()::text, system_identifier FROM pg_control_system()",
     )
-    .fetch_one(replica)
+    .fetch_one(primary)
     .await?;
-    let replayed = replayed.ok_or_else(|| anyhow::anyhow!("the read database is no standby"))?;
+    let replayed: Option<String> = sqlx::query_scalar(
+        "SELECT pg_last_wal_replay_lsn()::text FROM pg_control_system()
+         WHERE pg_is_in_recovery() AND system_identifier = $1
+           AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')",
+    )
+    .bind(system)
+    .fetch_optional(replica)
+    .await?
+    .flatten();
+    let replayed = replayed.ok_or_else(|| {
+        anyhow::anyhow!("the read database is no standby streaming from this primary")
+    })?;
     match (parse_lsn(&primary_lsn), parse_lsn(&replayed)) {
         (Some(p), Some(r)) => Ok((p, r)),
         _ => anyhow::bail!("unreadable WAL positions {primary_lsn}, {replayed}"),
@@ -316,51 +342,69 @@ mod tests {
     }
 
     #[test]
-    fn lag_is_the_age_of_the_oldest_position_not_replayed() {
+    fn the_replica_holds_what_returned_before_the_newest_sample_it_passed() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut tracker = ReplayTracker::default();
+        assert_eq!(tracker.observe(0, 100, 100, t0), Some((0, t0)));
+        // Two commits, then the replica stops at 150.
+        assert_eq!(tracker.observe(2, 200, 150, ms(100)), None);
+        assert_eq!(tracker.observe(2, 300, 150, ms(1300)), None);
+        // It replays past 200 (the sample that counted 2 commits), not 300.
+        assert_eq!(tracker.observe(3, 300, 250, ms(1400)), Some((2, ms(100))));
+        assert_eq!(tracker.observe(3, 300, 300, ms(1500)), Some((3, ms(1500))));
+    }
+
+    #[test]
+    fn a_full_queue_merges_into_its_newest_sample() {
         let t0 = Instant::now();
         let mut tracker = ReplayTracker::default();
-        // Caught up at once.
-        assert_eq!(tracker.observe(0, 100, 100, t0), (Some(0), Duration::ZERO));
-        // Two commits, then the replica stops at 150.
-        let t1 = t0 + Duration::from_millis(100);
-        assert_eq!(tracker.observe(2, 200, 150, t1), (None, Duration::ZERO));
-        let t2 = t0 + Duration::from_millis(1300);
-        assert_eq!(
-            tracker.observe(2, 300, 150, t2),
-            (None, Duration::from_millis(1200))
-        );
-        // It replays past 200 (the sample that counted 2 commits), not 300.
-        let t3 = t0 + Duration::from_millis(1400);
-        assert_eq!(
-            tracker.observe(3, 300, 250, t3),
-            (Some(2), Duration::from_millis(100))
-        );
+        for i in 0..PENDING_MAX as u64 {
+            assert_eq!(
+                tracker.observe(i, 1000 + i, 0, t0 + Duration::from_secs(i)),
+                None
+            );
+        }
+        let late = t0 + Duration::from_secs(500);
+        assert_eq!(tracker.observe(500, 5000, 0, late), None);
+        // Passing the merged position: its commits, the older time.
+        let newest = t0 + Duration::from_secs(PENDING_MAX as u64 - 1);
+        assert_eq!(tracker.observe(501, 6000, 6000, late), Some((501, newest)));
     }
 
     #[test]
     fn reads_leave_the_replica_for_lag_own_writes_and_silence() {
         let now = Instant::now();
-        let recent = Some((now, Ok(true)));
-        assert_eq!(read_from(recent, now, 3, 3), ReadFrom::Replica);
+        let lag = Duration::from_secs(1);
+        let fresh = Known {
+            replayed_at: Some(now),
+            last_ok: true,
+        };
+        assert_eq!(read_from(fresh, now, lag, 3, 3), ReadFrom::Replica);
         assert_eq!(
-            read_from(recent, now, 4, 3),
+            read_from(fresh, now, lag, 4, 3),
             ReadFrom::Primary(Fallback::OwnWrite)
         );
+        let later = now + Duration::from_millis(1001);
         assert_eq!(
-            read_from(Some((now, Ok(false))), now, 0, 0),
+            read_from(fresh, later, lag, 0, 0),
             ReadFrom::Primary(Fallback::Lagging)
         );
+        let failing = Known {
+            last_ok: false,
+            ..fresh
+        };
         assert_eq!(
-            read_from(Some((now, Err(()))), now, 0, 0),
+            read_from(failing, now, lag, 0, 0),
+            ReadFrom::Replica,
+            "still within the bound"
+        );
+        assert_eq!(
+            read_from(failing, later, lag, 0, 0),
             ReadFrom::Primary(Fallback::Unknown)
         );
-        let old = now + Duration::from_secs(1);
         assert_eq!(
-            read_from(recent, old, 0, 0),
-            ReadFrom::Primary(Fallback::Unknown)
-        );
-        assert_eq!(
-            read_from(None, now, 0, 0),
+            read_from(Known::default(), now, lag, 0, 0),
             ReadFrom::Primary(Fallback::Unknown)
         );
     }

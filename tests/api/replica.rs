@@ -155,14 +155,13 @@ async fn me_reads_the_replica_and_a_revocation_holds_while_it_lags() {
     // A wrote it: A reads the primary at once.
     assert_eq!(error_code(&a.me(&token).await), "UNAUTHENTICATED");
     // B learns it only from the lag bound: refused within it
-    // (AUTHQL_READ_MAX_LAG 1 s, the 0.1 s sample and its 0.3 s grace: 1.4
-    // s; the rest is slack for a loaded test machine).
+    // (AUTHQL_READ_MAX_LAG, 1 s; the rest is slack for a loaded machine).
     loop {
         if error_code(&b.me(&token).await) == "UNAUTHENTICATED" {
             break;
         }
         assert!(
-            revoked_at.elapsed() < Duration::from_millis(1400) + Duration::from_millis(1600),
+            revoked_at.elapsed() < Duration::from_secs(2),
             "B still accepts a revoked session {:?} after the revocation",
             revoked_at.elapsed()
         );
