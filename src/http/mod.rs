@@ -28,7 +28,6 @@ use crate::metrics::Metrics;
 use crate::service::AccountService;
 use crate::storage::Store;
 
-#[derive(Clone)]
 pub struct AppState {
     pub schema: AppSchema,
     pub documents: Arc<DocumentGuard>,

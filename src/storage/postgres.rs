@@ -189,11 +189,10 @@ impl PostgresStore {
     }
 
     /// Runs a read that may lag (README, "Read replicas": `me`'s session
-    /// check, key reloads, session lists) on the replica while it is fresh,
-    /// otherwise on the primary, which also takes the read when the replica
-    /// fails it.
-    /// A result `usable` refuses (a session the replica does not know yet)
-    /// is read again on the primary.
+    /// check, session lists) on the replica while it is fresh, otherwise on
+    /// the primary, which also takes the read when the replica fails it. A
+    /// result `usable` refuses (a session the replica does not know yet) is
+    /// read again on the primary.
     async fn lagging_read<T, F, Fut>(
         &self,
         read: F,

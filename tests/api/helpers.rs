@@ -159,8 +159,18 @@ impl TestDatabase {
 /// which names the pooler's `postgres` database).
 pub fn pooled(url: &str) -> String {
     let pooler = std::env::var("AUTHQL_TEST_PGBOUNCER_URL").expect("AUTHQL_TEST_PGBOUNCER_URL");
-    let (base, _) = pooler.rsplit_once('/').expect("URL with a database name");
-    let (_, name) = url.rsplit_once('/').expect("URL with a database name");
+    same_database_on(&pooler, url)
+}
+
+/// `database_url`'s database on the server `server_url` names (a pooler, a
+/// replica).
+pub fn same_database_on(server_url: &str, database_url: &str) -> String {
+    let (base, _) = server_url
+        .rsplit_once('/')
+        .expect("URL with a database name");
+    let (_, name) = database_url
+        .rsplit_once('/')
+        .expect("URL with a database name");
     format!("{base}/{name}")
 }
 

@@ -14,13 +14,18 @@ struct OwnCluster {
     port: u16,
 }
 
-fn pg_cluster(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-cluster");
-    let status = Command::new(script)
+/// Runs `scripts/NAME ARGS...` and requires it to succeed.
+fn script(name: &str, args: &[&str]) {
+    let path = format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(path)
         .args(args)
         .status()
-        .expect("pg-cluster runs");
-    assert!(status.success(), "pg-cluster {args:?}");
+        .unwrap_or_else(|e| panic!("{name} runs: {e}"));
+    assert!(status.success(), "{name} {args:?}");
+}
+
+fn pg_cluster(args: &[&str]) {
+    script("pg-cluster", args);
 }
 
 fn free_port() -> u16 {
@@ -203,12 +208,7 @@ async fn a_statement_stuck_on_a_lock_ends_at_the_statement_timeout_through_the_p
 }
 
 fn pgbouncer(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pgbouncer");
-    let status = Command::new(script)
-        .args(args)
-        .status()
-        .expect("pgbouncer runs");
-    assert!(status.success(), "pgbouncer {args:?}");
+    script("pgbouncer", args);
 }
 
 /// Failover behind PgBouncer: the primary stops, its replica is promoted
@@ -246,11 +246,11 @@ async fn after_failover_to_the_promoted_replica_the_server_recovers_without_rest
         primary.port
     ))
     .await;
-    let (_, name) = url.rsplit_once('/').expect("name");
-    let db = TestDatabase::pooled_at(
-        url.clone(),
-        format!("postgres://postgres@127.0.0.1:{bouncer_port}/{name}"),
+    let pooled_url = same_database_on(
+        &format!("postgres://postgres@127.0.0.1:{bouncer_port}/postgres"),
+        &url,
     );
+    let db = TestDatabase::pooled_at(url.clone(), pooled_url);
     let app = spawn_on(db, |c| {
         c.database.acquire_timeout = Duration::from_secs(1);
     })
