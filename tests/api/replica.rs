@@ -26,12 +26,6 @@ fn replica_admin_url() -> Option<String> {
     }
 }
 
-fn same_database_on(server_url: &str, database_url: &str) -> String {
-    let (base, _) = server_url.rsplit_once('/').expect("URL with a database");
-    let (_, name) = database_url.rsplit_once('/').expect("URL with a database");
-    format!("{base}/{name}")
-}
-
 /// Connects to the replica's copy of the database once replication has
 /// created it.
 async fn replica_pool(url: &str) -> sqlx::PgPool {
@@ -53,8 +47,9 @@ async fn replica_pool(url: &str) -> sqlx::PgPool {
 /// Scans of `sessions` on the replica (its own statistics).
 async fn session_scans(replica: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar(
-        "SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0) FROM pg_stat_user_tables
-         WHERE relname = 'sessions'",
+        // No row until the replica has replayed the migrations.
+        "SELECT COALESCE((SELECT COALESCE(seq_scan, 0) + COALESCE(idx_scan, 0)
+                          FROM pg_stat_user_tables WHERE relname = 'sessions'), 0)",
     )
     .fetch_one(replica)
     .await
@@ -97,17 +92,6 @@ impl Drop for ReplayPaused {
     }
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test]
 async fn me_reads_the_replica_and_a_revocation_holds_while_it_lags() {
     let Some(replica_admin) = replica_admin_url() else {
@@ -132,7 +116,7 @@ async fn me_reads_the_replica_and_a_revocation_holds_while_it_lags() {
         for _ in 0..10 {
             assert_eq!(b.me(&token).await["data"]["me"]["username"], "replicated");
         }
-        let text = metrics(&b).await;
+        let text = b.metrics().await;
         if text.contains(r#"authql_read_replica_reads_total{server="replica",reason=""}"#)
             && session_scans(&replica).await > scans_before
         {
@@ -167,20 +151,30 @@ async fn me_reads_the_replica_and_a_revocation_holds_while_it_lags() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let text = metrics(&b).await;
+    let text = b.metrics().await;
     assert!(
         text.contains(r#"reason="lagging""#),
         "B fell back for lag:\n{text}"
     );
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("authql_read_replica_lag_seconds ")
+    // The gauge is set by the next sample (every 100 ms).
+    let lag_over_a_second = |text: &str| {
+        text.lines().any(|l| {
+            l.starts_with("authql_read_replica_lag_seconds ")
                 && l.split(' ')
                     .nth(1)
                     .and_then(|v| v.parse::<f64>().ok())
-                    .is_some_and(|v| v > 1.0)),
-        "the lag is reported:\n{text}"
-    );
+                    .is_some_and(|v| v > 1.0)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let text = b.metrics().await;
+        if lag_over_a_second(&text) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lag is reported:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(paused);
 }
 
@@ -202,7 +196,7 @@ async fn an_unreachable_replica_sends_reads_to_the_primary() {
             "unreplicated"
         );
     }
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     assert!(
         text.contains(r#"server="primary",reason="unknown""#),
         "{text}"
